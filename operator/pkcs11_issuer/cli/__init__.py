@@ -1,0 +1,1 @@
+"""The `pkcs11-issuer` command line: the operator itself and the tools around an HSM."""
