@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["support.hsm_fixtures"]
+
 TIERS = ("unit", "hsm", "cluster", "container")
 
 

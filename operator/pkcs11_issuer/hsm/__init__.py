@@ -24,7 +24,7 @@ from pkcs11_issuer.hsm.module import Module, ModuleAllowlist
 from pkcs11_issuer.hsm.pin import Pin
 from pkcs11_issuer.hsm.session import CertificateObject, KeyRef
 from pkcs11_issuer.hsm.signing import MECHANISMS_NEEDED, Padding
-from pkcs11_issuer.hsm.token import Token, TokenInfo, TokenSelector, find_token
+from pkcs11_issuer.hsm.token import Token, TokenInfo, TokenSelector, find_token, list_tokens
 
 __all__ = [
     "MECHANISMS_NEEDED",
@@ -50,4 +50,5 @@ __all__ = [
     "TokenSelector",
     "UnsupportedError",
     "find_token",
+    "list_tokens",
 ]

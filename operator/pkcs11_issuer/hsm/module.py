@@ -44,8 +44,7 @@ _InitializeFn = ctypes.CFUNCTYPE(_CRV, ctypes.c_void_p)
 _LoginFn = ctypes.CFUNCTYPE(_CRV, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong)
 CKU_USER = 1
 
-# CK_FUNCTION_LIST up to C_Login, in the order the standard fixes. Going through the function
-# list (not dlsym) works for modules such as p11-kit-client that export only C_GetFunctionList.
+# CK_FUNCTION_LIST up to C_Login, in the order the standard fixes.
 _FUNCTIONS_BEFORE_LOGIN = (
     "C_GetInfo",
     "C_GetFunctionList",
@@ -77,20 +76,48 @@ class _FunctionListHead(ctypes.Structure):
     )
 
 
+# python-pkcs11's `lib` object starts with PyObject_HEAD (two words) and then its
+# CK_FUNCTION_LIST pointer. python-pkcs11 is pinned to 0.10.x; `_function_list_of` checks the
+# pointer before anything is called through it.
+_FUNCTION_LIST_WORD = 2
+
+
+def _function_list_of(lib: _native.lib) -> int:
+    """The function list python-pkcs11 calls through. Modules such as p11-kit-client hand out a
+    new instance on every C_GetFunctionList, so initialising and logging in must use this one."""
+    address = (ctypes.c_void_p * (_FUNCTION_LIST_WORD + 1)).from_address(id(lib))[
+        _FUNCTION_LIST_WORD
+    ]
+    ours = _call_get_function_list(lib.so)
+    stable = ours == _call_get_function_list(lib.so)
+    if address is None or (stable and address != ours):
+        raise ConfigurationError(
+            "cannot find python-pkcs11's function list; is python-pkcs11 0.10.x installed?"
+        )
+    head = _FunctionListHead.from_address(address)
+    if head.version_major not in (2, 3):
+        raise ConfigurationError(f"{lib.so}: unexpected CK_FUNCTION_LIST version")
+    return address
+
+
+def _call_get_function_list(path: str) -> int:
+    library = ctypes.CDLL(path)  # dlopen refcounts: the same image python-pkcs11 loaded
+    get_function_list = library.C_GetFunctionList
+    get_function_list.restype = _CRV
+    get_function_list.argtypes = (ctypes.POINTER(ctypes.c_void_p),)
+    pointer = ctypes.c_void_p()
+    rv = get_function_list(ctypes.byref(pointer))
+    if rv != CKR_OK or pointer.value is None:
+        raise ConfigurationError(f"C_GetFunctionList failed in {path}", ckr=f"CKR_{rv:#x}")
+    return pointer.value
+
+
 class _NativeCalls:
     """The calls python-pkcs11 makes in a way we cannot use: C_Initialize (it passes NULL) and
     C_Login (its sessions log the whole application out again when they close)."""
 
-    def __init__(self, path: str) -> None:
-        self._library = ctypes.CDLL(path)  # dlopen refcounts: the same image python-pkcs11 uses
-        get_function_list = self._library.C_GetFunctionList
-        get_function_list.restype = _CRV
-        get_function_list.argtypes = (ctypes.POINTER(ctypes.POINTER(_FunctionListHead)),)
-        head = ctypes.POINTER(_FunctionListHead)()
-        rv = get_function_list(ctypes.byref(head))
-        if rv != CKR_OK:
-            raise ConfigurationError(f"C_GetFunctionList failed in {path}", ckr=f"CKR_{rv:#x}")
-        self._functions = head.contents
+    def __init__(self, function_list: int) -> None:
+        self._functions = _FunctionListHead.from_address(function_list)
 
     def initialize(self, *, os_locking: bool) -> int:
         if not os_locking:
@@ -112,7 +139,7 @@ class _ThreadSafeLib(_native.lib):
     os_locking: bool
 
     def initialize(self) -> None:
-        self.native = _NativeCalls(self.so)
+        self.native = _NativeCalls(_function_list_of(self))
         rv = self.native.initialize(os_locking=True)
         self.os_locking = rv != CKR_CANT_LOCK
         if not self.os_locking:
@@ -129,6 +156,9 @@ class Module:
         self.name = name
         self.path = path
         self.generation = 0
+        # Set while the module has been re-initialised after a failure and nothing has
+        # succeeded since: an empty token list then means "unreachable", not "no such token".
+        self.recovering = False
         self._reinit_lock = threading.Lock()
         try:
             self._lib = _ThreadSafeLib(path)
@@ -180,6 +210,7 @@ class Module:
             self._lib.native.finalize()
             rv = self._lib.native.initialize(os_locking=self._lib.os_locking)
             self.generation += 1
+            self.recovering = True
             if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
                 raise HsmUnavailableError(
                     f"C_Initialize failed for {self.path}",

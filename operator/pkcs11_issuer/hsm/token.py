@@ -21,7 +21,6 @@ from pkcs11_issuer.hsm.errors import (
     HsmError,
     HsmUnavailableError,
     TokenNotFoundError,
-    ckr_name,
     is_dead_module,
     is_dead_session,
     translate,
@@ -31,6 +30,7 @@ from pkcs11_issuer.hsm.module import Module
 from pkcs11_issuer.hsm.pin import Pin
 from pkcs11_issuer.hsm.session import CertificateObject, KeyRef, TokenSession
 from pkcs11_issuer.hsm.signing import Padding
+from pkcs11_issuer.uri import Pkcs11Uri
 
 T = TypeVar("T")
 
@@ -54,6 +54,10 @@ _LOGIN_ERRORS: dict[int, type[pkcs11.PKCS11Error]] = {
 }
 
 
+class _TokenVanishedError(HsmUnavailableError):
+    pass
+
+
 @dataclass(frozen=True)
 class TokenSelector:
     """The token attributes of a `pkcs11:` URI; unset fields match anything."""
@@ -65,6 +69,18 @@ class TokenSelector:
     slot_id: int | None = None
     slot_description: str | None = None
     slot_manufacturer: str | None = None
+
+    @classmethod
+    def from_uri(cls, uri: Pkcs11Uri) -> TokenSelector:
+        return cls(
+            label=uri.token,
+            serial=uri.serial,
+            manufacturer=uri.manufacturer,
+            model=uri.model,
+            slot_id=uri.slot_id,
+            slot_description=uri.slot_description,
+            slot_manufacturer=uri.slot_manufacturer,
+        )
 
     def matches(self, slot: pkcs11.Slot, token: pkcs11.Token) -> bool:
         wanted = (
@@ -107,6 +123,13 @@ def _info(slot: pkcs11.Slot, token: pkcs11.Token) -> TokenInfo:
         slot_id=int(slot.slot_id),
         slot_description=slot.slot_description.strip(),
     )
+
+
+def list_tokens(module: Module) -> list[TokenInfo]:
+    try:
+        return [_info(slot, slot.get_token()) for slot in module.slots()]
+    except pkcs11.PKCS11Error as error:
+        raise translate(error, f"listing the tokens of module {module.name!r}") from error
 
 
 def find_token(module: Module, selector: TokenSelector) -> tuple[pkcs11.Slot, pkcs11.Token]:
@@ -164,7 +187,11 @@ class Token:
         self._logged_in_generation = -1
         self._login_lock = threading.Lock()
         self._last_login_failure: tuple[float, AuthenticationError] | None = None
-        self._key_locks = [threading.Lock() for _ in range(64)]
+        # Object writes (generate, create, destroy) go one at a time per token: SoftHSM 2.6
+        # fails concurrent object creation even with OS locking (SoftHSMv2 issues 573, 688),
+        # and it makes "is this id or label taken?" and "create it" one atomic step.
+        # Signing, the hot path, stays concurrent.
+        self._write_lock = threading.Lock()
         try:
             self.info = _info(*self._slot_and_token()[:2])
         except pkcs11.PKCS11Error as error:
@@ -187,7 +214,18 @@ class Token:
         generation = self.module.generation
         bound = self._bound
         if bound is None or bound[0] != generation:
-            slot, token = find_token(self.module, self.selector)
+            try:
+                slot, token = find_token(self.module, self.selector)
+            except TokenNotFoundError as error:
+                if not self.module.recovering:
+                    raise
+                # A module re-initialised while its device was away (a p11-kit server that
+                # stopped, a CloudHSM client that lost its cluster) lists no tokens until it
+                # is initialised again once the device is back.
+                raise _TokenVanishedError(
+                    f"token {self.selector} is not visible since the HSM connection was lost",
+                    hint="transient; it is retried with backoff",
+                ) from error
             self._bound = bound = (generation, slot, token)
         return bound[1], bound[2], generation
 
@@ -288,12 +326,15 @@ class Token:
     def call(self, action: str, operation: Callable[[TokenSession], T]) -> T:
         """Run `operation` in a pooled session; a dead session or device is re-opened (and the
         module re-initialised) once before the error reaches the caller as an `HsmError`."""
-        last: pkcs11.PKCS11Error | None = None
+        last: Exception | None = None
         for _attempt in range(2):
             generation = self.module.generation
             try:
                 with self._borrowed() as session, self.module.lock:
-                    return operation(session)
+                    result = operation(session)
+            except _TokenVanishedError as error:
+                last = error
+                self._reset_after_module_failure(generation)
             except pkcs11.PKCS11Error as error:
                 last = error
                 if isinstance(error, p11e.UserNotLoggedIn):
@@ -303,8 +344,15 @@ class Token:
                     self._reset_after_module_failure(generation)
                 elif not is_dead_session(error):
                     break
+            else:
+                self.module.recovering = False
+                return result
         assert last is not None
         raise translate(last, action) from last
+
+    def _write(self, action: str, operation: Callable[[TokenSession], T]) -> T:
+        with self._write_lock:
+            return self.call(action, operation)
 
     def _reset_after_module_failure(self, generation: int) -> None:
         # Still down: the next attempt fails and reports it.
@@ -324,6 +372,18 @@ class Token:
 
     # -- operations -------------------------------------------------------------------------
 
+    def key_uri(self, key: KeyRef) -> Pkcs11Uri:
+        """The URI a consumer hands to its own PKCS#11 stack: token and key, never a PIN."""
+        return Pkcs11Uri.build(
+            token=self.info.label,
+            manufacturer=self.info.manufacturer,
+            serial=self.info.serial,
+            model=self.info.model,
+            object=key.label,
+            type="private",
+            id=key.id,
+        )
+
     def mechanisms(self) -> set[pkcs11.Mechanism]:
         try:
             slot, _token, _generation = self._slot_and_token()
@@ -333,16 +393,9 @@ class Token:
             raise translate(error, "listing mechanisms") from error
 
     def generate_key(self, spec: KeySpec, *, id: bytes, label: str) -> KeyRef:
-        locks = sorted({hash(id) % 64, hash(label) % 64})
-        for index in locks:
-            self._key_locks[index].acquire()
-        try:
-            return self.call(
-                f"generating a {spec} key", lambda s: s.generate_key(spec, id=id, label=label)
-            )
-        finally:
-            for index in reversed(locks):
-                self._key_locks[index].release()
+        return self._write(
+            f"generating a {spec} key", lambda s: s.generate_key(spec, id=id, label=label)
+        )
 
     def find_key(self, *, id: bytes | None = None, label: str | None = None) -> KeyRef:
         return self.call("looking up a key", lambda s: s.find_key(id=id, label=label))
@@ -351,7 +404,7 @@ class Token:
         return self.call("listing keys", lambda s: s.list_keys())
 
     def delete_key(self, *, id: bytes | None = None, label: str | None = None) -> int:
-        return self.call("deleting a key", lambda s: s.delete_key(id=id, label=label))
+        return self._write("deleting a key", lambda s: s.delete_key(id=id, label=label))
 
     def key_attributes(self, key: KeyRef) -> dict[str, bool]:
         return self.call("reading key attributes", lambda s: s.private_key_attributes(key))
@@ -380,7 +433,7 @@ class Token:
         return signing.finish(key.spec.algorithm, raw)
 
     def store_certificate(self, der: bytes, *, id: bytes, label: str, subject: bytes) -> None:
-        self.call(
+        self._write(
             "storing a certificate",
             lambda s: s.store_certificate(der, id=id, label=label, subject=subject),
         )
@@ -391,9 +444,6 @@ class Token:
         return self.call("reading certificates", lambda s: s.find_certificates(id=id, label=label))
 
     def delete_certificates(self, *, id: bytes | None = None, label: str | None = None) -> int:
-        return self.call(
+        return self._write(
             "deleting certificates", lambda s: s.delete_certificates(id=id, label=label)
         )
-
-
-__all__ = ["Token", "TokenInfo", "TokenSelector", "ckr_name", "find_token"]

@@ -1,0 +1,204 @@
+"""Keys, sessions, login and recovery on real SoftHSM tokens (directly and via p11-kit)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pkcs11_issuer.dev.p11kit import P11KitServer
+from pkcs11_issuer.dev.softhsm import softhsm_module
+from pkcs11_issuer.hsm import (
+    AuthenticationError,
+    ConfigurationError,
+    HsmUnavailableError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeySpec,
+    ModuleAllowlist,
+    Pin,
+    Token,
+    TokenNotFoundError,
+    TokenSelector,
+)
+from support.hsm_fixtures import DIRECT_LABEL, GUARD_LABEL, SIDECAR_LABEL, TEST_PIN
+from support.tools import need_file
+
+P256 = KeySpec.of("ECDSA", 256)
+
+
+def test_generated_key_is_sensitive_non_extractable_signing_only(
+    token: Token, key_name: tuple[bytes, str]
+) -> None:
+    key_id, label = key_name
+    key = token.generate_key(P256, id=key_id, label=label)
+    try:
+        attributes = token.key_attributes(key)
+        assert attributes == {
+            "token": True,
+            "private": True,
+            "sensitive": True,
+            "extractable": False,
+            "always_sensitive": True,
+            "never_extractable": True,
+            "sign": True,
+            "decrypt": False,
+        }
+    finally:
+        token.delete_key(id=key_id)
+
+
+def test_never_a_second_key_with_the_same_id_or_label(
+    token: Token, key_name: tuple[bytes, str]
+) -> None:
+    key_id, label = key_name
+    token.generate_key(P256, id=key_id, label=label)
+    try:
+        with pytest.raises(KeyExistsError, match="already holds"):
+            token.generate_key(P256, id=key_id, label=label + "-other")
+        with pytest.raises(KeyExistsError, match="already holds"):
+            token.generate_key(P256, id=key_id + b"-other", label=label)
+        assert [k for k in token.list_keys() if k.id == key_id or k.label == label] != []
+        assert len([k for k in token.list_keys() if k.id == key_id or k.label == label]) == 1
+    finally:
+        token.delete_key(id=key_id)
+
+
+def test_lookup_by_id_label_or_both_and_delete(token: Token, key_name: tuple[bytes, str]) -> None:
+    key_id, label = key_name
+    generated = token.generate_key(P256, id=key_id, label=label)
+    for found in (
+        token.find_key(id=key_id),
+        token.find_key(label=label),
+        token.find_key(id=key_id, label=label),
+    ):
+        assert found == generated
+        assert found.public_key.public_numbers() == generated.public_key.public_numbers()
+    with pytest.raises(KeyNotFoundError):
+        token.find_key(id=key_id, label=label + "-nope")
+    assert token.delete_key(id=key_id, label=label) == 2  # the private and the public object
+    with pytest.raises(KeyNotFoundError, match="no private key"):
+        token.find_key(id=key_id)
+
+
+def test_key_uri_names_token_and_key_without_pin(token: Token, key_name: tuple[bytes, str]) -> None:
+    key_id, label = key_name
+    key = token.generate_key(P256, id=key_id, label=label)
+    try:
+        uri = token.key_uri(key)
+        assert uri.id == key_id and uri.object == label and uri.type == "private"
+        assert uri.token == token.info.label and uri.serial == token.info.serial
+        assert uri.pin_value is None and uri.pin_source is None
+    finally:
+        token.delete_key(id=key_id)
+
+
+def test_certificate_objects_are_stored_and_read(token: Token, key_name: tuple[bytes, str]) -> None:
+    key_id, label = key_name
+    der = bytes.fromhex("3003020101")  # any bytes: the token stores them as CKA_VALUE
+    token.store_certificate(der, id=key_id, label=label, subject=bytes.fromhex("3000"))
+    try:
+        [stored] = token.find_certificates(id=key_id)
+        assert (stored.id, stored.label, stored.der) == (key_id, label, der)
+    finally:
+        assert token.delete_certificates(id=key_id) == 1
+
+
+def test_concurrent_generation_and_signing_is_safe(token: Token) -> None:
+    """Many threads generate and sign at once; every signature verifies and nothing crashes."""
+    threads, rounds, signatures = 8, 3, 25
+    failures: list[BaseException] = []
+    prefix = f"stress-{token.module.name}-".encode()
+
+    def worker(index: int) -> None:
+        try:
+            for round_ in range(rounds):
+                key_id = prefix + f"{index}-{round_}".encode()
+                key = token.generate_key(P256, id=key_id, label=key_id.decode())
+                public = key.public_key
+                assert isinstance(public, ec.EllipticCurvePublicKey)
+                for n in range(signatures):
+                    message = key_id + str(n).encode()
+                    signature = token.sign(key, message, hash_name="sha256")
+                    public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+                assert token.delete_key(id=key_id) == 2
+        except BaseException as error:  # collected and re-raised by the test thread
+            failures.append(error)
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert failures == []
+    assert not [k for k in token.list_keys() if k.id.startswith(prefix)]
+    assert token.sessions_open <= 8
+
+
+def test_module_not_on_the_allowlist_is_refused(softhsm: object) -> None:
+    allowlist = ModuleAllowlist({"softhsm": need_file(softhsm_module() or "", "SoftHSM2")})
+    with pytest.raises(ConfigurationError, match="not in the operator's module allowlist"):
+        allowlist.load("luna")
+    with pytest.raises(ConfigurationError, match="not in the operator's module allowlist"):
+        allowlist.name_for_path("/tmp/evil.so")
+    assert allowlist.name_for_path(softhsm_module() or "") == "softhsm"
+    with pytest.raises(ConfigurationError, match="must be absolute"):
+        ModuleAllowlist({"relative": "lib/libsofthsm2.so"})
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        ModuleAllowlist({"gone": "/nonexistent/libpkcs11.so"}).load("gone")
+
+
+def test_unknown_token_names_the_candidates(modules: ModuleAllowlist) -> None:
+    with pytest.raises(TokenNotFoundError, match=f"label='{DIRECT_LABEL}'"):
+        Token(modules.load("softhsm"), TokenSelector(label="no-such-token"), Pin(TEST_PIN))
+
+
+def test_wrong_pin_is_tried_once_per_interval(
+    softhsm: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted with OpenSC's pkcs11-spy, which logs every call that reaches the module."""
+    spy = need_file(
+        "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so", "pkcs11-spy", "apt-get install opensc"
+    )
+    log = tmp_path / "spy.log"
+    monkeypatch.setenv("PKCS11SPY", softhsm_module() or "")
+    monkeypatch.setenv("PKCS11SPY_OUTPUT", str(log))
+    module = ModuleAllowlist({"spy": spy}).load("spy")
+    wrong = Token(module, TokenSelector(label=GUARD_LABEL), Pin("not-the-pin"))
+    for _ in range(5):
+        with pytest.raises(AuthenticationError, match="CKR_PIN_INCORRECT") as caught:
+            wrong.list_keys()
+        assert "not-the-pin" not in str(caught.value)
+    assert log.read_text().count("C_Login") == 1
+    wrong.set_pin(Pin(TEST_PIN))  # the Secret changed: one new attempt, which succeeds
+    assert wrong.list_keys() == []
+    assert log.read_text().count("C_Login") == 2
+    wrong.close()
+
+
+def test_hsm_down_then_back_recovers_by_itself(
+    modules: ModuleAllowlist, p11kit_server: P11KitServer, key_name: tuple[bytes, str]
+) -> None:
+    """The sidecar's p11-kit server goes away under a live Token and comes back."""
+    token = Token(modules.load("p11kit"), TokenSelector(label=SIDECAR_LABEL), Pin(TEST_PIN))
+    key_id, label = key_name
+    key = token.generate_key(P256, id=key_id, label=label)
+    try:
+        token.sign(key, b"before", hash_name="sha256")
+        p11kit_server.stop()
+        try:
+            for _ in range(3):  # as the operator's backoff would retry
+                with pytest.raises(HsmUnavailableError, match="retried with backoff"):
+                    token.sign(key, b"while down", hash_name="sha256")
+        finally:
+            p11kit_server.start()
+        public = key.public_key
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        signature = token.sign(key, b"after", hash_name="sha256")
+        public.verify(signature, b"after", ec.ECDSA(hashes.SHA256()))
+    finally:
+        token.delete_key(id=key_id)
+        token.close()
