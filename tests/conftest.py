@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
+from pluggy import Result
+
+from support.tools import in_ci
 
 pytest_plugins = ["support.hsm_fixtures"]
 
@@ -18,3 +22,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = relative.parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+def _tier(item: pytest.Item) -> str | None:
+    for tier in TIERS:
+        if item.get_closest_marker(tier):
+            return tier
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Result[pytest.TestReport], None]:
+    """Under CI=true a skipped hsm, cluster or container test is a failure: those tiers must
+    really run there, whatever skipped them."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and _tier(item) in {"hsm", "cluster", "container"}:
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: skipped tests count as failures here ({report.longrepr})"
