@@ -62,7 +62,7 @@ def test_hsm_check_succeeds_directly_and_through_p11kit_server(
         ({"pin": "wrong-pin"}, "CKR_PIN_INCORRECT"),
         (
             {"token": "no-such-token"},
-            f"matches label='no-such-token' (tokens present: label='",
+            "matches label='no-such-token' (tokens present: label='",
         ),
         ({"module": "luna"}, "module 'luna' is not in the operator's module allowlist"),
         ({"module": "/opt/nothing/libpkcs11.so"}, "file /opt/nothing/libpkcs11.so does not exist"),
