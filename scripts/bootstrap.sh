@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(softhsm2 p11-kit p11-kit-modules libp11-kit-dev opensc openssl)
+APT_PACKAGES=(softhsm2 p11-kit p11-kit-modules libp11-kit-dev opensc openssl gcc libc6-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

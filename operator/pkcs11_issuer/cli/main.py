@@ -7,10 +7,16 @@ import sys
 from collections.abc import Sequence
 
 from pkcs11_issuer import __version__
-from pkcs11_issuer.cli import dev_command, uri_command
+from pkcs11_issuer.cli import (
+    createca_command,
+    dev_command,
+    hsm_command,
+    keys_command,
+    uri_command,
+)
 
 # Each module adds its subcommand and sets `handler` (args -> exit code) on its parser.
-SUBCOMMANDS = (uri_command, dev_command)
+SUBCOMMANDS = (uri_command, hsm_command, keys_command, createca_command, dev_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
