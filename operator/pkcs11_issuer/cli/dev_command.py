@@ -7,10 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from pkcs11_issuer.cli.errors import reports_errors
+from pkcs11_issuer.cli.hsm_command import run_check
 from pkcs11_issuer.dev.controlplane import (
     ControlPlane,
     ControlPlaneError,
@@ -19,6 +23,7 @@ from pkcs11_issuer.dev.controlplane import (
     interrupt_on_termination,
     locate_binaries,
 )
+from pkcs11_issuer.dev.quickstart import DEV_TOKEN_LABEL, prepare_dev_hsm
 
 # LSB's "program is not running" status code, which scripts already know how to read.
 EXIT_NOT_RUNNING = 3
@@ -33,6 +38,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="A real Kubernetes control plane on 127.0.0.1 (no kubelet: Pods never run).",
     )
     actions = cluster.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
+
+    run = dev_commands.add_parser(
+        "run",
+        help="the embedded default behind `make run`: SoftHSM token, hsm check, control plane",
+        description="Creates (or reuses) a SoftHSM token and an operator configuration under "
+        ".dev/, checks the token with `hsm check`, and runs the local control plane until "
+        "Ctrl-C.",
+    )
+    run.add_argument(
+        "--dev-dir", type=Path, help="where everything is kept (default: .dev in the checkout)"
+    )
+    run.set_defaults(handler=dev_run)
 
     up = actions.add_parser("up", help="start it (in the background unless --foreground)")
     up.add_argument(
@@ -123,6 +140,48 @@ def _stay_attached(plane: ControlPlane) -> int:
         plane.stop()
     _say(f"{name} exited unexpectedly; its log ends with:\n{plane.log_tail(name)}")
     return 1
+
+
+def dev_run(args: argparse.Namespace) -> int:
+    dev = args.dev_dir or find_repo_root() / ".dev"
+    try:
+        hsm = prepare_dev_hsm(dev)
+    except (OSError, subprocess.CalledProcessError) as error:
+        _say(f"cannot prepare the SoftHSM token: {error}")
+        return 1
+    os.environ.update(hsm.softhsm.env())  # before the module is loaded: SoftHSM reads it once
+    _say(f"SoftHSM token {DEV_TOKEN_LABEL!r} in {hsm.softhsm.token_dir}; checking it")
+    check = hsm.check_arguments()
+    if (code := reports_errors(run_check)(check)) != 0:
+        return code
+    try:
+        binaries = locate_binaries(build=True)
+        plane = ControlPlane(
+            dev / "run-cluster", binaries, kubeconfig_path=dev / "kubeconfig", detachable=False
+        )
+        with interrupt_on_termination():
+            plane.start()
+            _say(f"control plane ready at {plane.server_url}")
+            hsm_flags = (
+                f"--config {check.config} --module {check.module} "
+                f"--token-uri {check.token_uri} --pin-file {check.pin_file}"
+            )
+            _say(
+                "try, in another shell:\n"
+                f"  export KUBECONFIG={plane.kubeconfig_path}\n"
+                f"  export SOFTHSM2_CONF={hsm.softhsm.conf_path}\n"
+                "  kubectl get namespaces\n"
+                f"  .venv/bin/pkcs11-issuer keys list {hsm_flags}\n"
+                f"  .venv/bin/pkcs11-issuer createca {hsm_flags} --generate "
+                "--key-uri 'pkcs11:object=dev-root;id=%01' --common-name 'dev root' --out root.pem"
+            )
+            return _stay_attached(plane)
+    except ControlPlaneError as error:
+        _say(str(error))
+        return 1
+    except KeyboardInterrupt:
+        _say("interrupted; everything started has been stopped")
+        return 130
 
 
 def cluster_down(args: argparse.Namespace) -> int:
