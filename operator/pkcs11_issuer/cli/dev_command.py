@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pkcs11_issuer.cli.errors import reports_errors
+from pkcs11_issuer.cli.errors import Handler, reports_errors
 from pkcs11_issuer.cli.hsm_command import run_check
 from pkcs11_issuer.dev.controlplane import (
     ControlPlane,
@@ -90,38 +91,47 @@ def _say(message: str) -> None:
     print(f"pkcs11-issuer dev cluster: {message}", file=sys.stderr)
 
 
+def _starts_a_control_plane(handler: Handler) -> Handler:
+    """A failed or interrupted start is one message and an exit code, never a traceback."""
+
+    @functools.wraps(handler)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ControlPlaneError as error:
+            _say(str(error))
+            return 1
+        except KeyboardInterrupt:
+            _say("interrupted; everything started has been stopped")
+            return 130
+
+    return wrapper
+
+
+@_starts_a_control_plane
 def cluster_up(args: argparse.Namespace) -> int:
-    try:
-        workdir, kubeconfig = _paths(args)
-        record = RecordedControlPlane.load(workdir)
-        if record is not None:
-            running = record.running()
-            if len(running) == len(record.processes):
-                _say(f"already running at {record.server_url}")
-                print(f"export KUBECONFIG={record.kubeconfig_path}")
-                return 0
-            # Half a control plane (say etcd died) is worse than a fresh one.
-            _say(
-                f"cleaning up a broken earlier run (still running: {', '.join(running) or 'none'})"
-            )
-            record.stop()
-        binaries = locate_binaries(build=not args.no_build)
-        plane = ControlPlane(
-            workdir, binaries, kubeconfig_path=kubeconfig, detachable=not args.foreground
-        )
-        with interrupt_on_termination():
-            started = time.monotonic()
-            plane.start()
-            _say(f"ready at {plane.server_url} in {time.monotonic() - started:.1f}s")
-            if args.foreground:
-                return _stay_attached(plane)
-            record_path = plane.detach()
-    except ControlPlaneError as error:
-        _say(str(error))
-        return 1
-    except KeyboardInterrupt:
-        _say("interrupted; everything started has been stopped")
-        return 130
+    workdir, kubeconfig = _paths(args)
+    record = RecordedControlPlane.load(workdir)
+    if record is not None:
+        running = record.running()
+        if len(running) == len(record.processes):
+            _say(f"already running at {record.server_url}")
+            print(f"export KUBECONFIG={record.kubeconfig_path}")
+            return 0
+        # Half a control plane (say etcd died) is worse than a fresh one.
+        _say(f"cleaning up a broken earlier run (still running: {', '.join(running) or 'none'})")
+        record.stop()
+    binaries = locate_binaries(build=not args.no_build)
+    plane = ControlPlane(
+        workdir, binaries, kubeconfig_path=kubeconfig, detachable=not args.foreground
+    )
+    with interrupt_on_termination():
+        started = time.monotonic()
+        plane.start()
+        _say(f"ready at {plane.server_url} in {time.monotonic() - started:.1f}s")
+        if args.foreground:
+            return _stay_attached(plane)
+        record_path = plane.detach()
     _say(f"PIDs recorded in {record_path}; `pkcs11-issuer dev cluster down` stops it")
     print(f"export KUBECONFIG={plane.kubeconfig_path}")
     return 0
@@ -142,6 +152,7 @@ def _stay_attached(plane: ControlPlane) -> int:
     return 1
 
 
+@_starts_a_control_plane
 def dev_run(args: argparse.Namespace) -> int:
     dev = args.dev_dir or find_repo_root() / ".dev"
     try:
@@ -154,34 +165,27 @@ def dev_run(args: argparse.Namespace) -> int:
     check = hsm.check_arguments()
     if (code := reports_errors(run_check)(check)) != 0:
         return code
-    try:
-        binaries = locate_binaries(build=True)
-        plane = ControlPlane(
-            dev / "run-cluster", binaries, kubeconfig_path=dev / "kubeconfig", detachable=False
+    binaries = locate_binaries(build=True)
+    plane = ControlPlane(
+        dev / "run-cluster", binaries, kubeconfig_path=dev / "kubeconfig", detachable=False
+    )
+    with interrupt_on_termination():
+        plane.start()
+        _say(f"control plane ready at {plane.server_url}")
+        hsm_flags = (
+            f"--config {check.config} --module {check.module} "
+            f"--token-uri {check.token_uri} --pin-file {check.pin_file}"
         )
-        with interrupt_on_termination():
-            plane.start()
-            _say(f"control plane ready at {plane.server_url}")
-            hsm_flags = (
-                f"--config {check.config} --module {check.module} "
-                f"--token-uri {check.token_uri} --pin-file {check.pin_file}"
-            )
-            _say(
-                "try, in another shell:\n"
-                f"  export KUBECONFIG={plane.kubeconfig_path}\n"
-                f"  export SOFTHSM2_CONF={hsm.softhsm.conf_path}\n"
-                "  kubectl get namespaces\n"
-                f"  .venv/bin/pkcs11-issuer keys list {hsm_flags}\n"
-                f"  .venv/bin/pkcs11-issuer createca {hsm_flags} --generate "
-                "--key-uri 'pkcs11:object=dev-root;id=%01' --common-name 'dev root' --out root.pem"
-            )
-            return _stay_attached(plane)
-    except ControlPlaneError as error:
-        _say(str(error))
-        return 1
-    except KeyboardInterrupt:
-        _say("interrupted; everything started has been stopped")
-        return 130
+        _say(
+            "try, in another shell:\n"
+            f"  export KUBECONFIG={plane.kubeconfig_path}\n"
+            f"  export SOFTHSM2_CONF={hsm.softhsm.conf_path}\n"
+            "  kubectl get namespaces\n"
+            f"  .venv/bin/pkcs11-issuer keys list {hsm_flags}\n"
+            f"  .venv/bin/pkcs11-issuer createca {hsm_flags} --generate "
+            "--key-uri 'pkcs11:object=dev-root;id=%01' --common-name 'dev root' --out root.pem"
+        )
+        return _stay_attached(plane)
 
 
 def cluster_down(args: argparse.Namespace) -> int:
