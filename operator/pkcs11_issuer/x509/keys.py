@@ -10,6 +10,8 @@ ever generates signing keys.
 
 from __future__ import annotations
 
+from typing import Self
+
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils
@@ -68,6 +70,13 @@ class _HsmKey:
         encryption_algorithm: serialization.KeySerializationEncryption,
     ) -> bytes:
         raise _not_exportable(self)
+
+    # A handle to an HSM key: copies would name the same key, so there is nothing to copy.
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
 
     def __repr__(self) -> str:
         return (
@@ -138,12 +147,6 @@ class HsmRSAPrivateKey(_HsmKey, rsa.RSAPrivateKey):
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         raise _not_exportable(self)
 
-    def __copy__(self) -> HsmRSAPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmRSAPrivateKey:
-        return self
-
 
 class HsmECPrivateKey(_HsmKey, ec.EllipticCurvePrivateKey):
     _algorithm = KeyAlgorithm.ECDSA
@@ -178,12 +181,6 @@ class HsmECPrivateKey(_HsmKey, ec.EllipticCurvePrivateKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         raise _not_exportable(self)
 
-    def __copy__(self) -> HsmECPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmECPrivateKey:
-        return self
-
 
 class HsmEd25519PrivateKey(_HsmKey, ed25519.Ed25519PrivateKey):
     _algorithm = KeyAlgorithm.ED25519
@@ -201,12 +198,6 @@ class HsmEd25519PrivateKey(_HsmKey, ed25519.Ed25519PrivateKey):
 
     def private_bytes_raw(self) -> bytes:
         raise _not_exportable(self)
-
-    def __copy__(self) -> HsmEd25519PrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmEd25519PrivateKey:
-        return self
 
 
 HsmPrivateKey = HsmRSAPrivateKey | HsmECPrivateKey | HsmEd25519PrivateKey
