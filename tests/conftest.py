@@ -10,7 +10,7 @@ from pluggy import Result
 
 from support.tools import in_ci
 
-pytest_plugins = ["support.hsm_fixtures"]
+pytest_plugins = ["support.hsm_fixtures", "support.operator_fixtures"]
 
 TIERS = ("unit", "hsm", "cluster", "container")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from pkcs11_issuer.dev.softhsm import softhsm_module
 from pkcs11_issuer.hsm import (
     AuthenticationError,
     ConfigurationError,
+    HsmError,
     HsmUnavailableError,
     KeyExistsError,
     KeyNotFoundError,
@@ -28,6 +32,28 @@ from support.hsm_fixtures import DIRECT_LABEL, GUARD_LABEL, SIDECAR_LABEL, TEST_
 from support.tools import need_file
 
 P256 = KeySpec.of("ECDSA", 256)
+
+
+@dataclass
+class Recorder:
+    """A `TokenObserver` that keeps what it hears; calls come from any thread."""
+
+    calls: list[tuple[str, str, float, HsmError | None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hsm_call(self, token: str, action: str, seconds: float, error: HsmError | None) -> None:
+        with self.lock:
+            self.calls.append((token, action, seconds, error))
+
+
+@pytest.fixture
+def observed(token: Token) -> Iterator[tuple[Token, Recorder]]:
+    """A second `Token` on the fixture's token, with a recording observer. The fixture's own
+    pooled sessions stay open, so closing this one never logs the token out."""
+    recorder = Recorder()
+    other = Token(token.module, token.selector, Pin(TEST_PIN), observer=recorder, name="observed")
+    yield other, recorder
+    other.close()
 
 
 def test_generated_key_is_sensitive_non_extractable_signing_only(
@@ -76,7 +102,7 @@ def test_lookup_by_id_label_or_both_and_delete(token: Token, key_name: tuple[byt
         token.find_key(id=key_id, label=label),
     ):
         assert found == generated
-        assert found.public_key.public_numbers() == generated.public_key.public_numbers()
+        assert found.public_key == generated.public_key
     with pytest.raises(KeyNotFoundError):
         token.find_key(id=key_id, label=label + "-nope")
     assert token.delete_key(id=key_id, label=label) == 2  # the private and the public object
@@ -138,6 +164,64 @@ def test_concurrent_generation_and_signing_is_safe(token: Token) -> None:
     assert token.sessions_open <= 8
 
 
+def test_observer_hears_each_call_with_its_kind_duration_and_error(
+    token: Token, observed: tuple[Token, Recorder], key_name: tuple[bytes, str]
+) -> None:
+    other, recorder = observed
+    key_id, label = key_name
+    key = token.generate_key(P256, id=key_id, label=label)
+    try:
+        other.sign(key, b"observed", hash_name="sha256")
+        with pytest.raises(KeyNotFoundError) as missing:
+            other.find_key(id=key_id + b"-missing")
+    finally:
+        token.delete_key(id=key_id)
+    assert [(name, action, error) for name, action, _seconds, error in recorder.calls] == [
+        ("observed", "sign", None),
+        ("observed", "find", missing.value),
+    ]
+    assert all(seconds > 0 for _name, _action, seconds, _error in recorder.calls)
+
+
+def test_sessions_in_use_counts_borrowed_sessions(observed: tuple[Token, Recorder]) -> None:
+    other, recorder = observed
+    borrowed, release = threading.Event(), threading.Event()
+
+    def hold(_session: object) -> None:
+        borrowed.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=other.call, args=("list", "holding a session", hold))
+    holder.start()
+    try:
+        assert borrowed.wait(10)
+        assert (other.sessions_open, other.sessions_in_use) == (1, 1)
+    finally:
+        release.set()
+        holder.join()
+    assert (other.sessions_open, other.sessions_in_use) == (1, 0)
+    assert [action for _name, action, _seconds, _error in recorder.calls] == ["list"]
+
+
+def test_failing_observer_never_fails_the_call(
+    token: Token, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        def hsm_call(self, token: str, action: str, seconds: float, error: object) -> None:
+            raise RuntimeError("metrics are down")
+
+    other = Token(token.module, token.selector, Pin(TEST_PIN), observer=Broken())
+    try:
+        with caplog.at_level(logging.DEBUG, logger="pkcs11_issuer.hsm.token"):
+            other.list_keys()
+            other.list_keys()
+        assert [r.message for r in caplog.records if r.exc_info] == [
+            "token observer failed; further failures go unlogged"
+        ]
+    finally:
+        other.close()
+
+
 def test_module_not_on_the_allowlist_is_refused(softhsm: object) -> None:
     allowlist = ModuleAllowlist({"softhsm": need_file(softhsm_module() or "", "SoftHSM2")})
     with pytest.raises(ConfigurationError, match="not in the operator's module allowlist"):
@@ -183,7 +267,13 @@ def test_hsm_down_then_back_recovers_by_itself(
     modules: ModuleAllowlist, p11kit_server: P11KitServer, key_name: tuple[bytes, str]
 ) -> None:
     """The sidecar's p11-kit server goes away under a live Token and comes back."""
-    token = Token(modules.load("p11kit"), TokenSelector(label=SIDECAR_LABEL), Pin(TEST_PIN))
+    recorder = Recorder()
+    token = Token(
+        modules.load("p11kit"),
+        TokenSelector(label=SIDECAR_LABEL),
+        Pin(TEST_PIN),
+        observer=recorder,
+    )
     key_id, label = key_name
     key = token.generate_key(P256, id=key_id, label=label)
     try:
@@ -195,6 +285,11 @@ def test_hsm_down_then_back_recovers_by_itself(
                     token.sign(key, b"while down", hash_name="sha256")
         finally:
             p11kit_server.start()
+        # Once per call, however many attempts recovery made inside it.
+        failed = [error for _name, _action, _seconds, error in recorder.calls[2:]]
+        assert len(failed) == 3
+        assert all(isinstance(error, HsmUnavailableError) for error in failed)
+        assert {name for name, _action, _seconds, _error in recorder.calls} == {SIDECAR_LABEL}
         public = key.public_key
         assert isinstance(public, ec.EllipticCurvePublicKey)
         signature = token.sign(key, b"after", hash_name="sha256")

@@ -24,7 +24,15 @@ from pkcs11_issuer.dev.controlplane import (
     interrupt_on_termination,
     locate_binaries,
 )
-from pkcs11_issuer.dev.quickstart import DEV_TOKEN_LABEL, prepare_dev_hsm
+from pkcs11_issuer.dev.operator import OperatorProcess
+from pkcs11_issuer.dev.quickstart import (
+    DEMO_NAMESPACE,
+    DEV_TOKEN_LABEL,
+    QUICKSTART,
+    apply_quickstart,
+    prepare_dev_hsm,
+    start_operator,
+)
 
 # LSB's "program is not running" status code, which scripts already know how to read.
 EXIT_NOT_RUNNING = 3
@@ -42,10 +50,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     run = dev_commands.add_parser(
         "run",
-        help="the embedded default behind `make run`: SoftHSM token, hsm check, control plane",
+        help="the embedded default behind `make run`: SoftHSM, control plane, operator, examples",
         description="Creates (or reuses) a SoftHSM token and an operator configuration under "
-        ".dev/, checks the token with `hsm check`, and runs the local control plane until "
-        "Ctrl-C.",
+        ".dev/, checks the token with `hsm check`, starts the local control plane and the "
+        "operator, applies examples/softhsm/quickstart.yaml in namespace demo, and keeps it "
+        "all running until Ctrl-C.",
     )
     run.add_argument(
         "--dev-dir", type=Path, help="where everything is kept (default: .dev in the checkout)"
@@ -137,18 +146,19 @@ def cluster_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stay_attached(plane: ControlPlane) -> int:
+def _stay_attached(plane: ControlPlane, operator: OperatorProcess | None = None) -> int:
     print(f"export KUBECONFIG={plane.kubeconfig_path}", flush=True)
     _say("running in the foreground; Ctrl-C stops it")
     try:
-        while (name := plane.exited()) is None:
+        while (name := plane.exited() or (operator.exited() if operator else None)) is None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         _say("stopping")
         return 0
     finally:
         plane.stop()
-    _say(f"{name} exited unexpectedly; its log ends with:\n{plane.log_tail(name)}")
+    tail = operator.log_tail() if operator and name == "operator" else plane.log_tail(name)
+    _say(f"{name} exited unexpectedly; its log ends with:\n{tail}")
     return 1
 
 
@@ -172,20 +182,25 @@ def dev_run(args: argparse.Namespace) -> int:
     with interrupt_on_termination():
         plane.start()
         _say(f"control plane ready at {plane.server_url}")
-        hsm_flags = (
-            f"--config {check.config} --module {check.module} "
-            f"--token-uri {check.token_uri} --pin-file {check.pin_file}"
-        )
-        _say(
-            "try, in another shell:\n"
-            f"  export KUBECONFIG={plane.kubeconfig_path}\n"
-            f"  export SOFTHSM2_CONF={hsm.softhsm.conf_path}\n"
-            "  kubectl get namespaces\n"
-            f"  .venv/bin/pkcs11-issuer keys list {hsm_flags}\n"
-            f"  .venv/bin/pkcs11-issuer createca {hsm_flags} --generate "
-            "--key-uri 'pkcs11:object=dev-root;id=%01' --common-name 'dev root' --out root.pem"
-        )
-        return _stay_attached(plane)
+        operator = start_operator(plane, hsm, dev)
+        _say(f"operator running (log: {operator.log_path}); applying {QUICKSTART}")
+        try:
+            listing = apply_quickstart(plane)
+            _say("quick-start applied:\n  " + "\n  ".join(listing))
+            _say(
+                "try, in another shell:\n"
+                f"  export KUBECONFIG={plane.kubeconfig_path}\n"
+                f"  kubectl get pkcs11-issuer -A\n"
+                f"  kubectl describe hsmcert web -n {DEMO_NAMESPACE}\n"
+                f"  kubectl get secret web-tls -n {DEMO_NAMESPACE} -o yaml\n"
+                f"  curl -s localhost:{operator.metrics_port}/metrics | grep pkcs11_issuer_\n"
+                f"  SOFTHSM2_CONF={hsm.softhsm.conf_path} .venv/bin/pkcs11-issuer keys list "
+                f"--config {hsm.config_path} --module softhsm "
+                f"--token-uri pkcs11:token={DEV_TOKEN_LABEL} --pin-file {hsm.pin_path}"
+            )
+            return _stay_attached(plane, operator)
+        finally:
+            operator.stop()
 
 
 def cluster_down(args: argparse.Namespace) -> int:

@@ -12,11 +12,12 @@ from pkcs11_issuer.cli import (
     dev_command,
     hsm_command,
     keys_command,
+    run_command,
     uri_command,
 )
 
 # Each module adds its subcommand and sets `handler` (args -> exit code) on its parser.
-SUBCOMMANDS = (uri_command, hsm_command, keys_command, createca_command, dev_command)
+SUBCOMMANDS = (run_command, uri_command, hsm_command, keys_command, createca_command, dev_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

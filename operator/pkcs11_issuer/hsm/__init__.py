@@ -3,7 +3,8 @@
 Public API:
 - `ModuleAllowlist(modules)`: name -> path from the operator's configuration; `.load(name)`.
 - `Token(module, selector, pin)`: a token with a thread-safe session pool; generate, find,
-  delete and sign with keys (`KeyRef`), store and read certificate objects.
+  delete and sign with keys (`KeyRef`), store and read certificate objects; an optional
+  `TokenObserver` hears of every call (its `CallKind`, duration and error), for metrics.
 - `KeySpec.of(algorithm, size)`, `KeyAlgorithm`, `Padding`, `Pin`.
 - The errors in `pkcs11_issuer.hsm.errors`, each telling the operator how to react.
 """
@@ -24,11 +25,20 @@ from pkcs11_issuer.hsm.module import Module, ModuleAllowlist
 from pkcs11_issuer.hsm.pin import Pin
 from pkcs11_issuer.hsm.session import CertificateObject, KeyRef
 from pkcs11_issuer.hsm.signing import MECHANISMS_NEEDED, Padding
-from pkcs11_issuer.hsm.token import Token, TokenInfo, TokenSelector, find_token, list_tokens
+from pkcs11_issuer.hsm.token import (
+    CallKind,
+    Token,
+    TokenInfo,
+    TokenObserver,
+    TokenSelector,
+    find_token,
+    list_tokens,
+)
 
 __all__ = [
     "MECHANISMS_NEEDED",
     "AuthenticationError",
+    "CallKind",
     "CertificateObject",
     "ConfigurationError",
     "HsmError",
@@ -47,6 +57,7 @@ __all__ = [
     "Token",
     "TokenInfo",
     "TokenNotFoundError",
+    "TokenObserver",
     "TokenSelector",
     "UnsupportedError",
     "find_token",

@@ -4,12 +4,13 @@ against repeated failed logins, and recovery from dead sessions and devices."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import pkcs11
 import pkcs11.exceptions as p11e
@@ -34,6 +35,12 @@ from pkcs11_issuer.uri import Pkcs11Uri
 
 T = TypeVar("T")
 
+_log = logging.getLogger(__name__)
+
+# What a `Token.call` does, as a metric label: a handful of values however many keys and
+# labels there are (the action text, which names the key, would be one series per key).
+CallKind = Literal["sign", "generate", "find", "list", "delete", "attributes", "store", "read"]
+
 CKR_USER_ALREADY_LOGGED_IN = 0x100
 # C_Login's return values, as the exceptions python-pkcs11 would raise for them.
 _LOGIN_ERRORS: dict[int, type[pkcs11.PKCS11Error]] = {
@@ -56,6 +63,16 @@ _LOGIN_ERRORS: dict[int, type[pkcs11.PKCS11Error]] = {
 
 class _TokenVanishedError(HsmUnavailableError):
     pass
+
+
+class TokenObserver(Protocol):
+    """Told about every `Token.call` when it completes, successfully or with an `HsmError`:
+    the token's `name`, the call's kind, the seconds it took (session wait, login and any
+    recovery attempt included) and the error, if any; a call ending in any other exception is
+    a bug and goes unreported. Called on the calling thread, so it must be quick and
+    thread-safe."""
+
+    def hsm_call(self, token: str, action: str, seconds: float, error: HsmError | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -171,6 +188,8 @@ class Token:
         max_sessions: int = 8,
         login_retry_interval: float = 300.0,
         acquire_timeout: float = 30.0,
+        observer: TokenObserver | None = None,
+        name: str | None = None,
     ) -> None:
         if max_sessions < 1:
             raise ConfigurationError("max_sessions must be at least 1")
@@ -192,16 +211,27 @@ class Token:
         # and it makes "is this id or label taken?" and "create it" one atomic step.
         # Signing, the hot path, stays concurrent.
         self._write_lock = threading.Lock()
+        self._observer = observer
+        self._observer_failed = False
         try:
             self.info = _info(*self._slot_and_token()[:2])
         except pkcs11.PKCS11Error as error:
             raise translate(error, f"opening token {selector}") from error
+        # What the observer is told: the operator's own name for the token when it has one,
+        # so metrics and recovery signals match its configuration rather than the HSM.
+        self.name = name if name is not None else self.info.label
 
     # -- pool -------------------------------------------------------------------------------
 
     @property
     def sessions_open(self) -> int:
         return self._open
+
+    @property
+    def sessions_in_use(self) -> int:
+        """Sessions borrowed by calls right now (including ones still being opened)."""
+        with self._cond:
+            return self._open - len(self._idle)
 
     def set_pin(self, pin: Pin | None) -> None:
         """A new PIN (the Secret changed): the failed-login guard starts over."""
@@ -323,9 +353,31 @@ class Token:
         finally:
             self._release(session, broken=broken)
 
-    def call(self, action: str, operation: Callable[[TokenSession], T]) -> T:
+    def call(self, kind: CallKind, action: str, operation: Callable[[TokenSession], T]) -> T:
         """Run `operation` in a pooled session; a dead session or device is re-opened (and the
-        module re-initialised) once before the error reaches the caller as an `HsmError`."""
+        module re-initialised) once before the error reaches the caller as an `HsmError`.
+        `action` words error messages; `kind` is what the observer is told."""
+        started = time.perf_counter()
+        try:
+            result = self._call_with_recovery(action, operation)
+        except HsmError as error:
+            self._report(kind, time.perf_counter() - started, error)
+            raise
+        self._report(kind, time.perf_counter() - started, None)
+        return result
+
+    def _report(self, kind: CallKind, seconds: float, error: HsmError | None) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer.hsm_call(self.name, kind, seconds, error)
+        except Exception:
+            # Metrics are never worth a failed signature; one log line is enough to notice.
+            if not self._observer_failed:
+                self._observer_failed = True
+                _log.debug("token observer failed; further failures go unlogged", exc_info=True)
+
+    def _call_with_recovery(self, action: str, operation: Callable[[TokenSession], T]) -> T:
         last: Exception | None = None
         for _attempt in range(2):
             generation = self.module.generation
@@ -350,9 +402,9 @@ class Token:
         assert last is not None
         raise translate(last, action) from last
 
-    def _write(self, action: str, operation: Callable[[TokenSession], T]) -> T:
+    def _write(self, kind: CallKind, action: str, operation: Callable[[TokenSession], T]) -> T:
         with self._write_lock:
-            return self.call(action, operation)
+            return self.call(kind, action, operation)
 
     def _reset_after_module_failure(self, generation: int) -> None:
         # Still down: the next attempt fails and reports it.
@@ -394,20 +446,24 @@ class Token:
 
     def generate_key(self, spec: KeySpec, *, id: bytes, label: str) -> KeyRef:
         return self._write(
-            f"generating a {spec} key", lambda s: s.generate_key(spec, id=id, label=label)
+            "generate",
+            f"generating a {spec} key",
+            lambda s: s.generate_key(spec, id=id, label=label),
         )
 
     def find_key(self, *, id: bytes | None = None, label: str | None = None) -> KeyRef:
-        return self.call("looking up a key", lambda s: s.find_key(id=id, label=label))
+        return self.call("find", "looking up a key", lambda s: s.find_key(id=id, label=label))
 
     def list_keys(self) -> list[KeyRef]:
-        return self.call("listing keys", lambda s: s.list_keys())
+        return self.call("list", "listing keys", lambda s: s.list_keys())
 
     def delete_key(self, *, id: bytes | None = None, label: str | None = None) -> int:
-        return self._write("deleting a key", lambda s: s.delete_key(id=id, label=label))
+        return self._write("delete", "deleting a key", lambda s: s.delete_key(id=id, label=label))
 
     def key_attributes(self, key: KeyRef) -> dict[str, bool]:
-        return self.call("reading key attributes", lambda s: s.private_key_attributes(key))
+        return self.call(
+            "attributes", "reading key attributes", lambda s: s.private_key_attributes(key)
+        )
 
     def sign(
         self,
@@ -429,11 +485,12 @@ class Token:
             padding=padding,
             salt_length=salt_length,
         )
-        raw = self.call(f"signing with key {key.label!r}", lambda s: s.sign(key, request))
+        raw = self.call("sign", f"signing with key {key.label!r}", lambda s: s.sign(key, request))
         return signing.finish(key.spec.algorithm, raw)
 
     def store_certificate(self, der: bytes, *, id: bytes, label: str, subject: bytes) -> None:
         self._write(
+            "store",
             "storing a certificate",
             lambda s: s.store_certificate(der, id=id, label=label, subject=subject),
         )
@@ -441,9 +498,11 @@ class Token:
     def find_certificates(
         self, *, id: bytes | None = None, label: str | None = None
     ) -> list[CertificateObject]:
-        return self.call("reading certificates", lambda s: s.find_certificates(id=id, label=label))
+        return self.call(
+            "read", "reading certificates", lambda s: s.find_certificates(id=id, label=label)
+        )
 
     def delete_certificates(self, *, id: bytes | None = None, label: str | None = None) -> int:
         return self._write(
-            "deleting certificates", lambda s: s.delete_certificates(id=id, label=label)
+            "delete", "deleting certificates", lambda s: s.delete_certificates(id=id, label=label)
         )

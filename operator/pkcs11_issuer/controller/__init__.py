@@ -1,0 +1,1 @@
+"""The operator: kopf handlers that reconcile Issuers and Certificates, and their metrics."""

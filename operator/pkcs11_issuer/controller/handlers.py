@@ -1,0 +1,42 @@
+"""The kopf side: which resources are watched, and where their events go. Nothing here
+decides anything; see `controller.Controller`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from pkcs11_issuer.controller.controller import Controller
+from pkcs11_issuer.controller.secrets import CERTIFICATE_LABEL, GROUP, VERSION
+
+
+def build_registry(
+    controller: Controller, connection: kopf.ConnectionInfo
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # The same credentials as the operator's own API client, so both act as one user.
+        return connection
+
+    @kopf.on.startup(registry=registry)
+    async def start(**_: Any) -> None:
+        await controller.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        await controller.stop()
+
+    for plural in ("certificates", "issuers", "clusterissuers"):
+
+        @kopf.on.event(GROUP, VERSION, plural, registry=registry)
+        def resource(event: kopf.RawEvent, **_: Any) -> None:
+            controller.resource_event(event.get("type"), event["object"])
+
+    @kopf.on.event("", "v1", "secrets", labels={CERTIFICATE_LABEL: kopf.PRESENT}, registry=registry)
+    def secret(event: kopf.RawEvent, **_: Any) -> None:
+        controller.secret_event(event["object"])
+
+    return registry
