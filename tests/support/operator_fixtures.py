@@ -74,6 +74,7 @@ class Harness:
     work: Path
     spy_log: Path
     sidecar: P11KitServer
+    wrong_pin: str  # what the `guarded` token's Secret holds
     _tokens: dict[str, Token] = field(default_factory=dict)
     modules: ModuleAllowlist = field(
         default_factory=lambda: ModuleAllowlist({"softhsm": softhsm_module() or ""})
@@ -145,7 +146,9 @@ class Harness:
     def token(self, label: str = MAIN_LABEL) -> Token:
         if label not in self._tokens:
             self._tokens[label] = Token(
-                self.modules.load("softhsm"), TokenSelector(label=label), Pin(TEST_PIN)
+                self.modules.load("softhsm"),
+                TokenSelector(label=label),
+                Pin(CLOUDHSM_PIN if label == CLOUDHSM_LABEL else TEST_PIN),
             )
         return self._tokens[label]
 
@@ -232,6 +235,7 @@ def operator(
         softhsm.init_token(label, TEST_PIN)
     softhsm.init_token(CLOUDHSM_LABEL, CLOUDHSM_PIN)
     install_crds(control_plane)
+    wrong_pin = "wrong-" + secrets.token_hex(8)
     work = tmp_path_factory.mktemp("operator")
     control_plane.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     control_plane.kubectl(
@@ -242,7 +246,7 @@ def operator(
             [
                 _pin_secret("main-pin", TEST_PIN),
                 _pin_secret("restricted-pin", TEST_PIN),
-                _pin_secret("guarded-pin", "wrong-" + secrets.token_hex(4)),
+                _pin_secret("guarded-pin", wrong_pin),
                 _pin_secret("cloudhsm-pin", CLOUDHSM_PIN),
                 _pin_secret("kms-pin", TEST_PIN),
             ]
@@ -274,7 +278,7 @@ def operator(
         health_port=health,
         metrics_port=metrics,
     )
-    harness = Harness(control_plane, process, softhsm, work, spy_log, sidecar)
+    harness = Harness(control_plane, process, softhsm, work, spy_log, sidecar, wrong_pin)
     with sidecar, process:
         yield harness
     harness.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 
 import kopf
 
@@ -34,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_operator(args: argparse.Namespace) -> int:
     config = OperatorConfig.load(args.config)
     kopf.configure(verbose=args.verbose, log_format=LOG_FORMATS[args.log_format])
+    if not args.verbose:
+        # kopf reports every watch event it hands over; the controller logs what it does.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # Imported late: the controller pulls in kopf's machinery, which other commands never need.
     from pkcs11_issuer.controller.runtime import operate  # noqa: PLC0415
 
