@@ -3,12 +3,12 @@ Certificate ends Ready with one Secret and one key, none lost and none duplicate
 
 from __future__ import annotations
 
+import json
 import time
 
 from test_operator_issuance import SELF_SIGNED, certificate
 
 from support.operator_fixtures import Harness, condition
-
 
 COUNT = 50
 
@@ -22,8 +22,6 @@ def test_sigkill_while_issuing_then_restart(operator: Harness, namespace: str) -
         out = operator.plane.kubectl(
             "get", "hsmcert", f"--namespace={namespace}", "-o", "json"
         ).stdout
-        import json  # noqa: PLC0415
-
         return sum(
             condition(item)["status"] == "True" if condition(item) else 0
             for item in json.loads(out)["items"]

@@ -22,7 +22,6 @@ from support.operator_fixtures import (
 )
 
 
-
 @pytest.fixture
 def fixed_namespace(operator: Harness, request: pytest.FixtureRequest) -> Iterator[str]:
     """The namespace an example names (its configuration grants that namespace)."""

@@ -6,6 +6,7 @@ works in its own namespace."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from pkcs11_issuer.dev.controlplane import find_repo_root
 from pkcs11_issuer.uri import parse
 from support.operator_fixtures import MAIN_LABEL, Harness, condition, secret_text
 from support.tools import need_executable
-
 
 EXAMPLES = find_repo_root() / "examples"
 
@@ -280,7 +280,7 @@ def test_a_tampered_secret_is_issued_again(operator: Harness, namespace: str) ->
         f"--namespace={namespace}",
         "--type=merge",
         "-p",
-        '{"data": {"tls.crt": "%s"}}' % foreign,
+        json.dumps({"data": {"tls.crt": foreign}}),
     )
     issued(operator, namespace, "tampered", first["status"]["revision"])
     secret = secret_of(operator, namespace, "tampered-tls")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from test_operator_issuance import SELF_SIGNED, certificate, issued
 
 from pkcs11_issuer.hsm import KeySpec
@@ -23,7 +24,6 @@ from support.operator_fixtures import (
     condition,
 )
 from support.tools import need_executable
-
 
 
 @pytest.fixture
@@ -167,12 +167,9 @@ def test_the_hsm_going_away_and_coming_back_is_recovered_by_itself(
         )
     finally:
         operator.sidecar.start()
-    issued(operator, namespace, "during", timeout_revision := 0)
-    del timeout_revision
+    issued(operator, namespace, "during")
     assert condition(operator.get("Certificate", namespace, "before"))["status"] == "True"
 
 
 def _yaml(document: object) -> str:
-    import yaml  # noqa: PLC0415
-
     return yaml.safe_dump(document)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
-from functools import partial
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cryptography import x509 as cx509

@@ -5,6 +5,7 @@ at once (added while in flight, it runs again afterwards)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -53,10 +54,8 @@ class WorkQueue(Generic[K]):
                 self._in_flight.add(key)
                 return key
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=wait)
-            except TimeoutError:
-                pass
 
     def _done(self, key: K) -> None:
         self._in_flight.discard(key)

@@ -108,7 +108,7 @@ class OperatorProcess:
             return text
 
     def exited(self) -> str | None:
-        """"operator" once the process has ended (the control plane's `exited` convention)."""
+        """ "operator" once the process has ended (the control plane's `exited` convention)."""
         if self._process is not None and self._process.poll() is not None:
             return "operator"
         return None
