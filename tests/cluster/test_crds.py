@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pkcs11_issuer.dev.controlplane import ControlPlane
+from support.specs import FULL_CERTIFICATE
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 API_VERSION = "pkcs11-issuer.io/v1alpha1"
@@ -19,51 +20,6 @@ API_VERSION = "pkcs11-issuer.io/v1alpha1"
 NAMED = {"secretName": "web-tls", "dnsNames": ["web.example.com"], "issuerRef": {"name": "ca"}}
 ADOPTED_KEY = "pkcs11:token=issuer;object=web;id=%01"
 PIN_IN_CR = "pin-value is not allowed here: the PIN belongs in the Secret named by the operator"
-
-FULL_CERTIFICATE = {
-    "secretName": "intermediate-ca.tls",
-    "commonName": "Example Intermediate CA",
-    "subject": {
-        "organizations": ["Example"],
-        "countries": ["NL"],
-        "organizationalUnits": ["Platform"],
-        "localities": ["Amsterdam"],
-        "provinces": ["Noord-Holland"],
-        "streetAddresses": ["Dam 1"],
-        "postalCodes": ["1012 JS"],
-        "serialNumber": "42",
-    },
-    "dnsNames": ["ca.example.com"],
-    "ipAddresses": ["10.0.0.1", "2001:db8::1"],
-    "uris": ["spiffe://example.com/ca"],
-    "emailAddresses": ["pki@example.com"],
-    "duration": "8760h",
-    "renewBefore": "720h30m",
-    "usages": ["cert sign", "crl sign", "digital signature"],
-    "isCA": True,
-    "nameConstraints": {
-        "critical": True,
-        "permitted": {
-            "dnsDomains": ["example.com"],
-            "ipRanges": ["10.0.0.0/8"],
-            "emailAddresses": ["example.com"],
-            "uriDomains": ["example.com"],
-        },
-        "excluded": {"dnsDomains": ["secret.example.com"]},
-    },
-    "issuerRef": {"name": "root", "kind": "ClusterIssuer", "group": "pkcs11-issuer.io"},
-    "secretTemplate": {
-        "labels": {"app.kubernetes.io/part-of": "pki"},
-        "annotations": {"example.com/owner": "platform"},
-    },
-    "privateKey": {
-        "algorithm": "ECDSA",
-        "size": 384,
-        "rotationPolicy": "Always",
-        "deletionPolicy": "Retain",
-        "pkcs11": "pkcs11:token=issuer?module-name=softhsm2",
-    },
-}
 
 
 def manifest(kind: str, spec: dict[str, Any], name: str = "example") -> str:
