@@ -430,6 +430,165 @@ def test_service_account_token_and_forbidden(
     assert "Forbidden (403)" in caplog.text
 
 
+def _reader_account(plane: ControlPlane, namespace: str, name: str) -> None:
+    """ServiceAccount `name`, allowed to get configmaps in `namespace`, and one to get."""
+    plane.kubectl("create", "serviceaccount", name, "-n", namespace)
+    plane.kubectl("create", "role", name, "--verb=get", "--resource=configmaps", "-n", namespace)
+    plane.kubectl(
+        "create",
+        "rolebinding",
+        name,
+        f"--role={name}",
+        f"--serviceaccount={namespace}:{name}",
+        "-n",
+        namespace,
+    )
+    plane.kubectl("create", "configmap", "settings", "--from-literal=a=b", "-n", namespace)
+
+
+async def _until(
+    call: Callable[[], Awaitable[T]], *, retry_on: int | None, want: int | None = None
+) -> T | ApiError:
+    """`call()` until it stops failing with `retry_on` (a delay of the API server's caches).
+
+    With `want`, the ApiError of that status is the awaited outcome instead of a result.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            result = await call()
+        except ApiError as error:
+            if error.status == want:
+                return error
+            if error.status != retry_on or time.monotonic() > deadline:
+                raise
+        else:
+            if want is None:
+                return result
+            assert time.monotonic() < deadline, f"still no HTTP {want}"
+        await asyncio.sleep(0.2)
+
+
+def test_relogin_after_401_refreshes_the_credentials_once(
+    control_plane: ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _reader_account(control_plane, namespace, "rotating")
+    path = core_path("configmaps", namespace, "settings")
+    stale = login(
+        control_plane.service_account_kubeconfig(namespace, "rotating", tmp_path / "old"),
+        monkeypatch,
+    )
+    relogins: list[kopf.ConnectionInfo] = []
+    fresh_path = tmp_path / "fresh"
+
+    def relogin() -> kopf.ConnectionInfo:
+        # What runtime.login does in a Pod: read the (by now rotated) credentials again.
+        relogins.append(login(fresh_path, monkeypatch))
+        return relogins[-1]
+
+    async def scenario() -> None:
+        async with (
+            KubeClient.from_connection(stale) as plain,
+            KubeClient.from_connection(stale, relogin=relogin) as refreshing,
+        ):
+            # The RBAC authorizer learns of the new RoleBinding through a watch.
+            assert await _until(lambda: plain.get(path), retry_on=403) is not None
+
+            # Same name, new UID: the API server now refuses the old token, as it refuses an
+            # expired one, once its token cache (10 s for a success) lets go of it.
+            control_plane.kubectl("delete", "serviceaccount", "rotating", "-n", namespace)
+            control_plane.kubectl("create", "serviceaccount", "rotating", "-n", namespace)
+            refused = await _until(lambda: plain.get(path), retry_on=None, want=401)
+            assert type(refused) is ApiError
+            assert (refused.status, refused.reason) == (401, "Unauthorized")
+            # Without relogin it stays that way.
+            with pytest.raises(ApiError) as again:
+                await plain.get(path)
+            assert again.value.status == 401
+
+            control_plane.service_account_kubeconfig(namespace, "rotating", fresh_path)
+            with caplog.at_level(logging.DEBUG, logger="pkcs11_issuer.kube"):
+                first, second = await asyncio.gather(refreshing.get(path), refreshing.get(path))
+                third = await refreshing.get(path)
+            for found in (first, second, third):
+                assert found is not None
+                assert found["data"] == {"a": "b"}
+
+    asyncio.run(scenario())
+    # Both requests got 401 with the old token; they shared one login, and the third call
+    # already had the new token.
+    relogin_count = len(relogins)  # not the list: a failure would print the tokens
+    assert relogin_count == 1
+    old_token, new_token = stale.token, relogins[0].token
+    assert old_token
+    assert new_token
+    assert new_token != old_token
+    assert "logged in again" in caplog.text
+    # A JWT's last part is its signature: what makes it a credential.
+    for token in (old_token, new_token):
+        assert token.rsplit(".", 1)[-1] not in caplog.text
+
+
+def test_a_401_after_relogin_is_an_api_error(
+    control_plane: ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _reader_account(control_plane, namespace, "revoked")
+    stale = login(
+        control_plane.service_account_kubeconfig(namespace, "revoked", tmp_path / "old"),
+        monkeypatch,
+    )
+    path = core_path("configmaps", namespace, "settings")
+    calls: list[str] = []
+
+    def same_again() -> kopf.ConnectionInfo:
+        # A token file the kubelet has not rotated yet: the same refused token.
+        calls.append("same")
+        return stale
+
+    def broken() -> kopf.ConnectionInfo:
+        calls.append("broken")
+        raise kopf.LoginError("no credentials")
+
+    async def scenario() -> tuple[ApiError, ApiError]:
+        async with (
+            KubeClient.from_connection(stale) as plain,
+            KubeClient.from_connection(stale, relogin=same_again) as retrying,
+            KubeClient.from_connection(stale, relogin=broken) as failing,
+        ):
+            assert await _until(lambda: plain.get(path), retry_on=403) is not None
+            control_plane.kubectl("delete", "serviceaccount", "revoked", "-n", namespace)
+            await _until(lambda: plain.get(path), retry_on=None, want=401)
+            with pytest.raises(ApiError) as retried:
+                await retrying.get(path)
+            assert calls == ["same"]
+            with (
+                caplog.at_level(logging.WARNING, logger="pkcs11_issuer.kube"),
+                pytest.raises(ApiError) as unrefreshed,
+            ):
+                await failing.get(path)
+            assert calls == ["same", "broken"]
+            # A later 401 is a new burst: it tries to log in again.
+            with pytest.raises(ApiError):
+                await retrying.get(path)
+            assert calls == ["same", "broken", "same"]
+            return retried.value, unrefreshed.value
+
+    retried, unrefreshed = asyncio.run(scenario())
+    for error in (retried, unrefreshed):
+        assert type(error) is ApiError
+        assert (error.status, error.reason) == (401, "Unauthorized")
+    assert isinstance(unrefreshed.__cause__, kopf.LoginError)
+    assert "logging in again failed: LoginError" in caplog.text
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

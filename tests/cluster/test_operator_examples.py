@@ -4,8 +4,6 @@ examples and the vendor module differ, see support/operator_fixtures.py)."""
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,6 @@ from test_operator_issuance import EXAMPLES, chain_of, example, issued, openssl_
 from pkcs11_issuer.hsm import KeySpec
 from support.operator_fixtures import (
     CLOUDHSM_LABEL,
-    CLOUDHSM_PIN,
     KMS_LABEL,
     OPERATOR_NAMESPACE,
     Harness,
@@ -47,31 +44,10 @@ def test_the_cluster_issuer_example(operator: Harness, tmp_path: Path) -> None:
 def test_the_aws_cloudhsm_example(operator: Harness, fixed_namespace: str, tmp_path: Path) -> None:
     """Token `cavium`, PIN `user:password` from a Secret, CA certificate from a Secret made
     with `createca --out`, exactly as the example's comments say."""
-    config = tmp_path / "config.yaml"
-    config.write_text(f"modules:\n  cloudhsm: {operator.modules.path_of('softhsm')}\n")
-    pin = tmp_path / "pin"
-    pin.write_text(CLOUDHSM_PIN)
     ca = tmp_path / "ca.pem"
-    label = "issuing-ca"
-    if not operator.keys(label, label=CLOUDHSM_LABEL):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pkcs11_issuer.cli.main",
-                "createca",
-                f"--config={config}",
-                "--module=cloudhsm",
-                f"--token-uri=pkcs11:token={CLOUDHSM_LABEL}",
-                f"--pin-file={pin}",
-                f"--key-uri=pkcs11:id=%01;object={label}",
-                "--generate",
-                "--common-name=Payments Issuing CA",
-                f"--out={ca}",
-            ],
-            check=True,
-            env={"SOFTHSM2_CONF": str(operator.softhsm.conf_path), "PATH": ""},
-        )
+    operator.createca(
+        CLOUDHSM_LABEL, "issuing-ca", "--common-name=Payments Issuing CA", f"--out={ca}"
+    )
     operator.plane.kubectl(
         "create",
         "secret",

@@ -134,10 +134,8 @@ def test_quickstart_issues_a_verified_chain_with_keys_locked_in_the_hsm(
     reasons = {e["reason"] for e in operator.events(namespace)}
     assert "Issued" in reasons
     metrics = operator.process.metrics()
-    assert (
-        f'pkcs11_issuer_certificate_ready_status{{condition="True",name="web",namespace="{namespace}"}} 1.0'
-        in metrics
-    )
+    series = f'condition="True",name="web",namespace="{namespace}"'
+    assert f"pkcs11_issuer_certificate_ready_status{{{series}}} 1.0" in metrics
     assert 'pkcs11_issuer_hsm_signing_duration_seconds_count{token="main"}' in metrics
 
 

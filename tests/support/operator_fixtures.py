@@ -21,6 +21,8 @@ import base64
 import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from pkcs11_issuer.dev.operator import OperatorProcess, free_port, install_crds
 from pkcs11_issuer.dev.p11kit import P11KitServer, p11kit_client_module
 from pkcs11_issuer.dev.softhsm import SoftHsm, softhsm_module
 from pkcs11_issuer.hsm import KeyRef, ModuleAllowlist, Pin, Token, TokenSelector
+from pkcs11_issuer.uri import Pkcs11Uri
 from support.hsm_fixtures import TEST_PIN
 
 OPERATOR_NAMESPACE = "pkcs11-issuer"
@@ -155,6 +158,33 @@ class Harness:
     def keys(self, prefix: str, label: str = MAIN_LABEL) -> list[KeyRef]:
         """The private keys on a token whose CKA_LABEL starts with `prefix`."""
         return [key for key in self.token(label).list_keys() if key.label.startswith(prefix)]
+
+    def createca(self, token_label: str, key_label: str, *extra: str) -> None:
+        """`pkcs11-issuer createca --generate` against one of the test tokens, as an admin
+        would run it; `extra` adds --out / --store-in-token / subject flags."""
+        config = self.work / "cli-config.yaml"
+        config.write_text(f"modules:\n  softhsm: {self.modules.path_of('softhsm')}\n")
+        pin = self.work / f"{token_label}.pin"
+        pin.write_text(CLOUDHSM_PIN if token_label == CLOUDHSM_LABEL else TEST_PIN)
+        key_uri = Pkcs11Uri.build(id=secrets.token_bytes(8), object=key_label).format()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pkcs11_issuer.cli.main",
+                "createca",
+                f"--config={config}",
+                "--module=softhsm",
+                f"--token-uri=pkcs11:token={token_label}",
+                f"--pin-file={pin}",
+                f"--key-uri={key_uri}",
+                "--generate",
+                *extra,
+            ],
+            check=True,
+            capture_output=True,
+            env={**self.softhsm.env(), "PATH": os.environ.get("PATH", "")},
+        )
 
     def events(self, namespace: str) -> list[dict[str, Any]]:
         out = self.plane.kubectl("get", "events", f"--namespace={namespace}", "-o", "json").stdout

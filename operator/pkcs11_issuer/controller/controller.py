@@ -160,14 +160,19 @@ class Controller:
             or previous.chain[:1] != state.chain[:1]
             or previous.uid != state.uid
         )
-        if changed and previous is not None:
-            self._requeue_certificates_of(key)
+        if changed:
+            # A first sighting only wakes Certificates that wait for this issuer; at start-up
+            # the Ready ones are reconciled anyway, by their own watch events.
+            self._requeue_certificates_of(key, only_waiting=previous is None)
         return state
 
-    def _requeue_certificates_of(self, key: IssuerKey) -> None:
+    def _requeue_certificates_of(self, key: IssuerKey, *, only_waiting: bool) -> None:
         kind, namespace, name = key
         for cert_key, body in self._bodies.items():
             if cert_key[0] != "Certificate":
+                continue
+            ready = conditions.find(body.get("status"), "Ready") or {}
+            if only_waiting and ready.get("status") == "True":
                 continue
             ref = (body.get("spec") or {}).get("issuerRef") or {}
             if (

@@ -3,6 +3,7 @@ decides anything; see `controller.Controller`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -12,14 +13,14 @@ from pkcs11_issuer.controller.secrets import CERTIFICATE_LABEL, GROUP, VERSION
 
 
 def build_registry(
-    controller: Controller, connection: kopf.ConnectionInfo
+    controller: Controller, connection: Callable[[], kopf.ConnectionInfo]
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
-        # The same credentials as the operator's own API client, so both act as one user.
-        return connection
+        # Fresh each time kopf asks (after a 401): a Pod's token file is rotated.
+        return connection()
 
     @kopf.on.startup(registry=registry)
     async def start(**_: Any) -> None:

@@ -43,8 +43,13 @@ async def operate(
     config: OperatorConfig, *, stop_flag: asyncio.Event | threading.Event | None = None
 ) -> None:
     settings = operator_settings()
-    connection = login(settings)
-    kube = KubeClient.from_connection(connection)
+
+    def relogin() -> kopf.ConnectionInfo:
+        # Read afresh on every call: the kubelet rotates a Pod's projected token file.
+        return login(settings)
+
+    # Our client and kopf's both log in again on 401, each through `relogin`.
+    kube = KubeClient.from_connection(relogin(), relogin=relogin)
     metrics = Metrics()
     controller = Controller(config, kube, metrics)
     ready = asyncio.Event()
@@ -59,7 +64,7 @@ async def operate(
     log.info("pkcs11-issuer starting: %d token(s) configured", len(config.tokens))
     try:
         await kopf.operator(
-            registry=build_registry(controller, connection),
+            registry=build_registry(controller, relogin),
             settings=settings,
             clusterwide=True,
             standalone=True,

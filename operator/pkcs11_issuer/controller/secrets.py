@@ -203,7 +203,9 @@ def read_issued(secret: Mapping[str, Any]) -> Issued:
         raise Unreadable("its data are not valid base64 text") from error
     if secret.get("type") != SECRET_TYPE:
         raise Unreadable(f"its type is {secret.get('type')!r}, not {SECRET_TYPE!r}")
-    if annotations.get(CONTENT_DIGEST) != _content_digest(data):
+    if CONTENT_DIGEST not in annotations:
+        raise Unreadable(f"it lacks the annotation {CONTENT_DIGEST}")
+    if annotations[CONTENT_DIGEST] != _content_digest(data):
         raise Unreadable("its data were changed after the operator wrote them")
     try:
         certificates = x509.load_pem_x509_certificates(data["tls.crt"].encode())

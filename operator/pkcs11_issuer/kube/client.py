@@ -2,10 +2,13 @@
 
 kopf watches the resources; reading and writing Secrets, status subresources and Events goes
 through here, one HTTP request per call, with the credentials kopf's login functions found.
+Those expire (a Pod's projected ServiceAccount token is rotated by the kubelet), so a client
+given a `relogin` function logs in again when the API server answers 401.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
 import contextlib
@@ -16,7 +19,8 @@ import secrets
 import socket
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -108,12 +112,46 @@ def _segment(text: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class _Credentials:
+    """What one `kopf.ConnectionInfo` says about where and how to send a request."""
+
+    server: str
+    headers: Mapping[str, str]  # the Authorization header, if any: never log it
+    ssl: ssl.SSLContext
+    proxy: str | None
+
+    @classmethod
+    def from_connection(cls, info: kopf.ConnectionInfo) -> _Credentials:
+        return cls(
+            server=info.server.rstrip("/"),
+            headers=info.as_http_headers(),
+            ssl=_ssl_context(info),
+            proxy=info.proxy_url,
+        )
+
+    def __repr__(self) -> str:
+        # The dataclass repr would show the token.
+        return f"_Credentials(server={self.server!r}, headers=<{len(self.headers)} hidden>)"
+
+
 class KubeClient:
     """One aiohttp session to one API server. Build it with `from_connection` in the loop."""
 
-    def __init__(self, session: aiohttp.ClientSession, server: str) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        credentials: _Credentials,
+        *,
+        relogin: Callable[[], kopf.ConnectionInfo] | None = None,
+    ) -> None:
         self._session = session
-        self._server = server.rstrip("/")
+        self._credentials = credentials
+        self._relogin = relogin
+        # Bumped by every refresh: a request that got 401 with the credentials of generation
+        # N logs in again only if nobody has since, so a burst of 401s costs one relogin.
+        self._generation = 0
+        self._refresh_lock = asyncio.Lock()
         self._hostname = socket.gethostname()
 
     @classmethod
@@ -123,20 +161,25 @@ class KubeClient:
         *,
         timeout: float = 30.0,
         max_connections: int = 20,
+        relogin: Callable[[], kopf.ConnectionInfo] | None = None,
     ) -> KubeClient:
         """A client using `info`'s server, CA, client certificate or token, and proxy.
 
         Call it from a running event loop (aiohttp binds the session to it). Client
         certificates given as data touch the disk only while `ssl` loads them.
+
+        With `relogin` (say, `lambda: kopf.login_with_service_account(...)`), a request
+        answered 401 calls it once, in a worker thread, for fresh credentials and is sent
+        again with them; requests that got 401 at the same time share that one call. A
+        second 401 is an ApiError like any other.
         """
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=max_connections),
-            headers={**info.as_http_headers(), "User-Agent": REPORTING_COMPONENT},
+            connector=aiohttp.TCPConnector(limit=max_connections),
+            headers={"User-Agent": REPORTING_COMPONENT},
             timeout=aiohttp.ClientTimeout(total=timeout),
-            proxy=info.proxy_url,
             trust_env=info.trust_env,
         )
-        return cls(session, info.server)
+        return cls(session, _Credentials.from_connection(info), relogin=relogin)
 
     async def close(self) -> None:
         await self._session.close()
@@ -290,20 +333,76 @@ class KubeClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = content_type
+        # Read together, before the first await: the generation these credentials belong to.
+        credentials, generation = self._credentials, self._generation
+        status, http_reason, payload = await self._send(
+            credentials, method, path, data=data, headers=headers, params=params
+        )
+        if status == 401 and self._relogin is not None:
+            failure = await self._refresh(self._relogin, generation)
+            if failure is not None:
+                raise _api_error(status, http_reason, payload) from failure
+            status, http_reason, payload = await self._send(
+                self._credentials, method, path, data=data, headers=headers, params=params
+            )
+        if status >= 300:
+            raise _api_error(status, http_reason, payload)
+        decoded: dict[str, Any] = json.loads(payload) if payload else {}
+        return decoded
+
+    async def _send(
+        self,
+        credentials: _Credentials,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+    ) -> tuple[int, str, bytes]:
         try:
             async with self._session.request(
-                method, self._server + path, data=data, headers=headers, params=params
+                method,
+                credentials.server + path,
+                data=data,
+                headers={**credentials.headers, **headers},
+                params=params,
+                ssl=credentials.ssl,
+                proxy=credentials.proxy,
             ) as response:
                 status, http_reason = response.status, response.reason or ""
                 payload = await response.read()
         except (aiohttp.ClientError, TimeoutError) as error:
             detail = str(error) or type(error).__name__
-            raise ApiError(0, "Unreachable", f"{method} {self._server}{path}: {detail}") from error
+            raise ApiError(
+                0, "Unreachable", f"{method} {credentials.server}{path}: {detail}"
+            ) from error
         logger.debug("%s %s: %d", method, path, status)
-        if status >= 300:
-            raise _api_error(status, http_reason, payload)
-        decoded: dict[str, Any] = json.loads(payload) if payload else {}
-        return decoded
+        return status, http_reason, payload
+
+    async def _refresh(
+        self, relogin: Callable[[], kopf.ConnectionInfo], generation: int
+    ) -> Exception | None:
+        """New credentials from `relogin`, unless someone got them since `generation`.
+
+        Returns why logging in again failed, if it did. Either way the generation moves on,
+        so the requests waiting here try once more, and the next 401 tries `relogin` again.
+        """
+        async with self._refresh_lock:
+            if self._generation != generation:
+                return None
+            try:
+                # kopf's login functions read files; the SSL context may write and load some.
+                fresh = await asyncio.to_thread(lambda: _Credentials.from_connection(relogin()))
+            except Exception as error:
+                # Only the type: a kubeconfig parser's message may quote the token's line.
+                logger.warning("HTTP 401, and logging in again failed: %s", type(error).__name__)
+                self._generation += 1
+                return error
+            self._credentials = fresh
+            self._generation += 1
+            logger.info("HTTP 401: logged in again (credentials generation %d)", self._generation)
+            return None
 
 
 def _api_error(status: int, http_reason: str, payload: bytes) -> ApiError:
