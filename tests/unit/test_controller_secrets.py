@@ -311,6 +311,15 @@ def test_a_removed_data_field_is_noticed(
         read_issued(secret)
 
 
+def test_a_renamed_data_field_is_noticed(
+    pki: tuple[x509.Certificate, x509.Certificate, x509.Certificate],
+) -> None:
+    secret = _secret(pki)
+    secret["data"]["ca.pem"] = secret["data"].pop("ca.crt")  # same content, another name
+    with pytest.raises(Unreadable, match="data were changed"):
+        read_issued(secret)
+
+
 def test_an_added_data_field_is_noticed(
     pki: tuple[x509.Certificate, x509.Certificate, x509.Certificate],
 ) -> None:

@@ -202,8 +202,8 @@ def test_a_key_added_while_in_flight_runs_again_afterwards_never_concurrently() 
             assert queue.pending("a") is None  # in flight, nothing more asked for
             assert len(queue) == 1  # but counted
             queue.add("a")
-            queue.add("a", delay=3600)  # later than asked for already: changes nothing
             queue.add("a")  # several adds in flight are one more run
+            queue.add("a", delay=3600)  # later than asked for already: changes nothing
             assert queue.pending("a") == 0.0
             assert len(queue) == 1
             await asyncio.sleep(QUIET)  # two idle workers, yet "a" is not taken twice

@@ -63,8 +63,10 @@ def generated_key_id(uid: str, generation: int) -> bytes:
     return hashlib.sha256(f"pkcs11-issuer/{uid}/{generation}".encode()).digest()[:16]
 
 
-def generated_key_label(namespace: str, name: str, generation: int) -> str:
-    return f"{namespace}/{name}/{generation}"
+def generated_key_label(namespace: str, name: str, uid: str, generation: int) -> str:
+    # The uid part keeps labels unique when a Certificate is re-created under the same name
+    # while its old keys stay behind (deletionPolicy Retain, a token reused by a new cluster).
+    return f"{namespace}/{name}/{uid[:8]}.{generation}"
 
 
 def _spki(key: Any) -> bytes:
@@ -404,7 +406,7 @@ class CertificateReconciler:
         generation = 0 if settings.rotation_policy == "Never" else revision
         await self._ensure_finalizer(body)
         key_id = generated_key_id(metadata["uid"], generation)
-        label = generated_key_label(namespace, metadata["name"], generation)
+        label = generated_key_label(namespace, metadata["name"], metadata["uid"], generation)
 
         def find_or_generate() -> hsm.KeyRef:
             try:
