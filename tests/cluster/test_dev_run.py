@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -226,23 +227,29 @@ def test_dev_run_applies_the_quick_start_and_stops_cleanly_twice(
     cluster_binaries: Binaries, softhsm: object, tmp_path: Path
 ) -> None:
     dev_dir = tmp_path / "dev"
-    pins = []
+    tokens = []
     for attempt in ("first", "second"):
         run = DevRun(dev_dir)
         try:
             run.wait_for("quick-start applied:", QUICKSTART_TIMEOUT)
             run.wait_for("try, in another shell", 10)
             operator_pid = _check_running(run, cluster_binaries)
-        except BaseException:
+        except BaseException as error:
+            error.add_note(f"in the {attempt} `dev run` on {dev_dir}")
             try:
                 run.stop()
             finally:
                 _kill_leftovers(dev_dir)
             raise
         code = run.stop()
-        _check_stopped(run, code, operator_pid)
-        pins.append((dev_dir / "pin").read_text())
-        if attempt == "second":
-            # Same token, same PIN: the check above logged in with the PIN of the first run.
-            assert pins[0] == pins[1]
-            assert "cannot prepare" not in run.stderr
+        try:
+            _check_stopped(run, code, operator_pid)
+        except AssertionError as error:
+            error.add_note(f"after the {attempt} `dev run` on {dev_dir}")
+            _kill_leftovers(dev_dir)
+            raise
+        serial = re.search(r"^token +'dev-issuer' .*, serial (\w+)$", run.stdout, re.MULTILINE)
+        assert serial is not None, run.stdout
+        tokens.append((serial[1], (dev_dir / "pin").read_text()))
+    # The second run reused the first one's token (same serial) and its PIN (it logged in).
+    assert tokens[0] == tokens[1]

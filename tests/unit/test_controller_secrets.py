@@ -398,7 +398,7 @@ def test_a_garbled_annotation_is_unreadable(
 ) -> None:
     secret = _secret(pki)
     secret["metadata"]["annotations"][annotation] = value
-    with pytest.raises(Unreadable, match="garbles"):
+    with pytest.raises(Unreadable, match="record its key and revision"):
         read_issued(secret)
 
 

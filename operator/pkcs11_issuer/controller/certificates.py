@@ -14,6 +14,7 @@ deletion. Every step is safe to repeat after a crash at any point:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -54,6 +55,10 @@ SKIP_KEY_CLEANUP = f"{GROUP}/skip-key-cleanup"
 RECHECK_SECONDS = 3600.0  # a Ready certificate is looked at again at least this often
 PERMANENT_RETRY_SECONDS = 300.0
 MAX_BACKOFF_SECONDS = 300.0
+ISSUER_WAIT_SECONDS = 60.0
+# A wrong PIN is retried this often; the token's own guard makes a retry with an unchanged
+# PIN cost no login, while a PIN fixed in its Secret is picked up within this time.
+PIN_RETRY_SECONDS = 60.0
 
 IssuerLookup = Callable[[IssuerKey], Awaitable[IssuerState | None]]
 Remember = Callable[[Mapping[str, Any]], None]
@@ -71,6 +76,10 @@ def generated_key_label(namespace: str, name: str, uid: str, generation: int) ->
 
 def _spki(key: Any) -> bytes:
     return bytes(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    return f"{body['metadata']['namespace']}/{body['metadata']['name']}"
 
 
 def _now() -> datetime.datetime:
@@ -110,6 +119,7 @@ class CertificateReconciler:
         # (token, key id, SubjectPublicKeyInfo) seen in the HSM by this process: a restart
         # looks each key up once, then never again while the Secret stays the same.
         self._verified_keys: set[tuple[str, bytes, bytes]] = set()
+        self._attempts: dict[tuple[str, str], int] = {}
 
     # -- API writes -------------------------------------------------------------------------
 
@@ -146,10 +156,18 @@ class CertificateReconciler:
         status = body.get("status") or {}
         try:
             spec = parse_certificate_spec(body.get("spec") or {})
-            state = await self._ready_issuer(body, spec)
             secret = await self._services.read_secret(
                 body["metadata"]["namespace"], spec.secret_name
             )
+            try:
+                state = await self._ready_issuer(body, spec)
+            except Problem as problem:
+                if problem.reason == "IssuerNotReady" and self._still_good(body, spec, secret):
+                    # Nothing to issue now, and what was issued stays valid: no reason to
+                    # call this Certificate not Ready because its issuer is unwell.
+                    log.info("%s: %s; keeping the current certificate", _name(body), problem)
+                    return ISSUER_WAIT_SECONDS
+                raise
             judgement = await self._judge(body, spec, state, secret)
             if judgement.reissue is None:
                 assert judgement.current is not None and secret is not None
@@ -157,6 +175,19 @@ class CertificateReconciler:
             return await self._issue(body, spec, state, judgement)
         except Exception as error:
             return await self._failed(body, status, as_problem(error))
+
+    def _still_good(
+        self, body: Mapping[str, Any], spec: CertificateSpec, secret: Mapping[str, Any] | None
+    ) -> bool:
+        if secret is None or not is_owned(secret, body):
+            return False
+        try:
+            current = read_issued(secret)
+        except Unreadable:
+            return False
+        leaf = current.certificate
+        renewal = spec.renewal_time(leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+        return current.spec_digest == spec.digest() and _now() < renewal
 
     async def _ready_issuer(self, body: Mapping[str, Any], spec: CertificateSpec) -> IssuerState:
         ref = spec.issuer_ref
@@ -281,6 +312,7 @@ class CertificateReconciler:
         }
         await self._write_status(body, wanted)
         metadata = body["metadata"]
+        self._attempts.pop((metadata["namespace"], metadata["name"]), None)
         self._services.metrics.certificate(
             metadata["namespace"],
             metadata["name"],
@@ -474,7 +506,11 @@ class CertificateReconciler:
         self, body: Mapping[str, Any], status: Mapping[str, Any], problem: Problem
     ) -> float:
         metadata = body["metadata"]
-        attempts = int(status.get("failedIssuanceAttempts") or 0) + 1
+        # Counted in memory as well: a failure that repeats unchanged writes no status.
+        key = (metadata["namespace"], metadata["name"])
+        attempts = max(int(status.get("failedIssuanceAttempts") or 0), self._attempts.get(key, 0))
+        attempts += 1
+        self._attempts[key] = attempts
         log.warning(
             "%s/%s: %s: %s",
             metadata["namespace"],
@@ -510,7 +546,7 @@ class CertificateReconciler:
             self._services.metrics.issuance("failed", 0.0)
             await self._event(body, "Warning", problem.reason, problem.message)
         if problem.reason in ("PinIncorrect", "PinLocked"):
-            return self._services.config.login_retry_interval
+            return min(PIN_RETRY_SECONDS, self._services.config.login_retry_interval)
         return backoff(attempts) if problem.transient else PERMANENT_RETRY_SECONDS
 
     # -- deletion ---------------------------------------------------------------------------
@@ -537,38 +573,35 @@ class CertificateReconciler:
                 body,
                 "Normal",
                 "KeyDestroyed",
-                f"Destroyed {destroyed} HSM key(s) of this Certificate",
+                f"Destroyed {destroyed} HSM key pair(s) of this Certificate",
             )
         return None
 
     async def _destroy_all_keys(self, body: Mapping[str, Any]) -> int:
-        """Every key this Certificate may have generated: the one its Secret names, and the
-        generations around its revision that an interrupted pass may have left."""
+        """Every key this Certificate may have generated: generation 0 (rotation Never) and
+        the revisions around its current one that an interrupted pass may have left.
+
+        Only ids derived from the Certificate's own uid are destroyed, never an id read from
+        its Secret: whoever can edit that Secret must not be able to aim the operator at
+        another key."""
         metadata = body["metadata"]
-        namespace, uid = metadata["namespace"], metadata["uid"]
         revision = int((body.get("status") or {}).get("revision") or 0)
-        candidates: dict[str, set[bytes]] = {}
         spec = body.get("spec") or {}
-        secret = await self._services.read_secret(namespace, spec.get("secretName", ""))
+        secret = await self._services.read_secret(metadata["namespace"], spec.get("secretName", ""))
         if secret is not None and is_owned(secret, body):
-            try:
-                issued = read_issued(secret)
-            except Unreadable:
-                pass
-            else:
-                revision = max(revision, issued.revision)
-                if issued.key.generated:
-                    candidates.setdefault(issued.key.token, set()).add(issued.key.id)
+            with contextlib.suppress(Unreadable):
+                # At most one revision ahead of the status: a pass interrupted before it.
+                revision = min(max(revision, read_issued(secret).revision), revision + 1)
         token_name = await self._generation_token(body)
-        if token_name is not None:
-            ids = candidates.setdefault(token_name, set())
-            generations = {0, *range(max(revision - 1, 1), revision + 2)}
-            ids.update(generated_key_id(uid, n) for n in generations)
+        if token_name is None:
+            return 0
+        token = await self._services.tokens.token(token_name)
+        generations = {0, *range(max(revision - 1, 1), revision + 2)}
         destroyed = 0
-        for name, ids in candidates.items():
-            token = await self._services.tokens.token(name)
-            for key_id in ids:
-                destroyed += await self._services.blocking(partial(token.delete_key, id=key_id))
+        for generation in sorted(generations):
+            key_id = generated_key_id(metadata["uid"], generation)
+            if await self._services.blocking(partial(token.delete_key, id=key_id)):
+                destroyed += 1
         return destroyed
 
     async def _generation_token(self, body: Mapping[str, Any]) -> str | None:

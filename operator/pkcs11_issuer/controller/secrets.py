@@ -42,6 +42,19 @@ KEY_GENERATED = f"{GROUP}/key-generated"
 REVISION = f"{GROUP}/revision"
 SPEC_DIGEST = f"{GROUP}/spec-digest"
 CONTENT_DIGEST = f"{GROUP}/content-digest"
+_RECORDED = (
+    TOKEN,
+    TOKEN_LABEL,
+    TOKEN_SERIAL,
+    KEY_ID,
+    KEY_LABEL,
+    KEY_GENERATED,
+    REVISION,
+    SPEC_DIGEST,
+    ISSUER_GROUP,
+    ISSUER_KIND,
+    ISSUER_NAME,
+)
 
 
 @dataclass(frozen=True)
@@ -73,10 +86,15 @@ def pem(*certificates: x509.Certificate) -> bytes:
     return b"".join(c.public_bytes(Encoding.PEM) for c in certificates)
 
 
-def _content_digest(data: Mapping[str, str]) -> str:
+def _content_digest(data: Mapping[str, str], annotations: Mapping[str, str]) -> str:
+    """Covers the data and the annotations the operator reads back, so an edit of either is
+    noticed (a check against mistakes and casual edits, not a signature: key destruction
+    never trusts what a Secret says)."""
     digest = hashlib.sha256()
-    for name in sorted(data):
-        digest.update(name.encode() + b"\0" + data[name].encode() + b"\0")
+    recorded = {name: annotations.get(name, "") for name in _RECORDED}
+    for part in (data, recorded):
+        for name in sorted(part):
+            digest.update(name.encode() + b"\0" + part[name].encode() + b"\0")
     return digest.hexdigest()
 
 
@@ -170,9 +188,9 @@ def build_secret(
             KEY_GENERATED: "true" if key.generated else "false",
             REVISION: str(revision),
             SPEC_DIGEST: spec_digest,
-            CONTENT_DIGEST: _content_digest(data),
         }
     )
+    metadata["annotations"][CONTENT_DIGEST] = _content_digest(data, metadata["annotations"])
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -203,10 +221,14 @@ def read_issued(secret: Mapping[str, Any]) -> Issued:
         raise Unreadable("its data are not valid base64 text") from error
     if secret.get("type") != SECRET_TYPE:
         raise Unreadable(f"its type is {secret.get('type')!r}, not {SECRET_TYPE!r}")
-    if CONTENT_DIGEST not in annotations:
-        raise Unreadable(f"it lacks the annotation {CONTENT_DIGEST}")
-    if annotations[CONTENT_DIGEST] != _content_digest(data):
-        raise Unreadable("its data were changed after the operator wrote them")
+    for name in (*_RECORDED, CONTENT_DIGEST):
+        if name not in annotations:
+            raise Unreadable(f"it lacks the annotation {name}")
+    if annotations[CONTENT_DIGEST] != _content_digest(data, annotations):
+        raise Unreadable(
+            "its data were changed after the operator wrote them (or the annotations that "
+            "record its key and revision)"
+        )
     try:
         certificates = x509.load_pem_x509_certificates(data["tls.crt"].encode())
         key = KeyFacts(
