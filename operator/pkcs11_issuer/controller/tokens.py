@@ -98,6 +98,7 @@ class TokenRegistry:
             token: hsm.Token = await self._run(open_token)
         except hsm.HsmError as error:
             self._failed_at[token_config.name] = (time.monotonic(), error)
+            log.warning("cannot open token %s: %s", token_config.name, error)
             raise
         self._failed_at.pop(token_config.name, None)
         if failed is not None:
@@ -136,32 +137,33 @@ class TokenRegistry:
                 f"{where} has no usable PIN under key {source.secret_key!r}",
             ) from error
 
-    async def token(self, name: str) -> hsm.Token:
-        """The open token `name`, with its PIN current."""
-        token_config = self._token_config(name)
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
+    async def _opened(self, token_config: TokenConfig, *, with_pin: bool) -> hsm.Token:
+        """The one Token object for this configured token (two would split the login state
+        and the failed-login guard), opened on first use under a per-token lock."""
+        name = token_config.name
+        async with self._locks.setdefault(name, asyncio.Lock()):
             token = self._tokens.get(name)
             if token is None:
                 token = self._tokens[name] = await self._open(token_config)
             now = time.monotonic()
-            if now - self._pin_read_at.get(name, -PIN_REFRESH_SECONDS) >= PIN_REFRESH_SECONDS:
+            stale = now - self._pin_read_at.get(name, -PIN_REFRESH_SECONDS) >= PIN_REFRESH_SECONDS
+            if with_pin and stale:
                 token.set_pin(await self._pin(token_config))
                 self._pin_read_at[name] = now
             return token
+
+    async def token(self, name: str) -> hsm.Token:
+        """The open token `name`, with its PIN current."""
+        return await self._opened(self._token_config(name), with_pin=True)
 
     async def infos(self) -> dict[str, TokenInfo | None]:
         """Each configured token's identity, None for one that cannot be reached now."""
         infos: dict[str, TokenInfo | None] = {}
         for token_config in self._config.tokens:
-            token = self._tokens.get(token_config.name)
-            if token is None:
-                try:
-                    token = self._tokens[token_config.name] = await self._open(token_config)
-                except hsm.HsmError:
-                    infos[token_config.name] = None
-                    continue
-            infos[token_config.name] = token.info
+            try:
+                infos[token_config.name] = (await self._opened(token_config, with_pin=False)).info
+            except hsm.HsmError:
+                infos[token_config.name] = None
         return infos
 
     def sessions(self) -> dict[str, tuple[int, int]]:
