@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from pkcs11 import Attribute, ObjectClass
 
 from pkcs11_issuer.dev.p11kit import P11KitServer
 from pkcs11_issuer.dev.softhsm import softhsm_module
@@ -108,6 +109,31 @@ def test_lookup_by_id_label_or_both_and_delete(token: Token, key_name: tuple[byt
     assert token.delete_key(id=key_id, label=label) == 2  # the private and the public object
     with pytest.raises(KeyNotFoundError, match="no private key"):
         token.find_key(id=key_id)
+
+
+def test_an_ec_key_missing_its_public_half_does_not_hide_the_others(
+    token: Token, key_name: tuple[bytes, str]
+) -> None:
+    """What SoftHSM leaves when a process is killed inside C_GenerateKeyPair."""
+    key_id, label = key_name
+    spec = KeySpec.of("ECDSA", 256)
+    token.generate_key(spec, id=key_id, label=label)
+    whole = token.generate_key(spec, id=key_id + b"-2", label=label + "-2")
+    token.call(
+        "delete",
+        "destroying a public half",
+        lambda s: [
+            o.destroy()
+            for o in s._objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: key_id})
+        ],
+    )
+    try:
+        listed = {key.id for key in token.list_keys()}
+        assert whole.id in listed
+        assert key_id not in listed
+    finally:
+        token.delete_key(id=key_id)
+        token.delete_key(id=whole.id)
 
 
 def test_key_uri_names_token_and_key_without_pin(token: Token, key_name: tuple[bytes, str]) -> None:

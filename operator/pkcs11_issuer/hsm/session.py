@@ -7,13 +7,19 @@ C_SignInit + C_Sign and no C_FindObjects.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 
-from pkcs11_issuer.hsm.errors import ConfigurationError, KeyExistsError, KeyNotFoundError
+from pkcs11_issuer.hsm.errors import (
+    ConfigurationError,
+    KeyExistsError,
+    KeyNotFoundError,
+    UnsupportedError,
+)
 from pkcs11_issuer.hsm.keys import (
     KeyAlgorithm,
     KeySpec,
@@ -30,6 +36,9 @@ _KEY_TYPES = {
     KeyAlgorithm.ED25519: KeyType.EC_EDWARDS,
 }
 _SIGN_ONLY = MechanismFlag.SIGN | MechanismFlag.VERIFY
+
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,8 +145,18 @@ class TokenSession:
         return self._ref(self._one_private_key(id, label))
 
     def list_keys(self) -> list[KeyRef]:
-        found = self._objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
-        return [self._ref(key) for key in found if isinstance(key, pkcs11.PrivateKey)]
+        """The usable key pairs. A private object without its public half or curve is left
+        out: SoftHSM leaves such a half-made object behind when a process is killed in the
+        middle of C_GenerateKeyPair, and one of those must not hide every other key."""
+        keys = []
+        for key in self._objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
+            if not isinstance(key, pkcs11.PrivateKey):
+                continue
+            try:
+                keys.append(self._ref(key))
+            except (KeyNotFoundError, UnsupportedError) as error:
+                _log.warning("skipping an incomplete key object: %s", error)
+        return keys
 
     def generate_key(self, spec: KeySpec, *, id: bytes, label: str) -> KeyRef:
         """Generate a signing-only, non-extractable key pair under exactly this id and label.
