@@ -444,10 +444,13 @@ class CertificateReconciler:
             try:
                 ref = token.find_key(id=key_id)
             except hsm.KeyNotFoundError:
-                # The id is derived from this Certificate's uid, so whatever carries it is
-                # ours: half a key pair left by a process killed mid-generation goes first.
-                token.delete_key(id=key_id)
-                return token.generate_key(settings.spec, id=key_id, label=label)
+                try:
+                    return token.generate_key(settings.spec, id=key_id, label=label)
+                except hsm.KeyExistsError:
+                    # The id is derived from this Certificate's uid, so whatever carries it is
+                    # ours: half a key pair left by a process killed mid-generation.
+                    token.delete_key(id=key_id)
+                    return token.generate_key(settings.spec, id=key_id, label=label)
             if ref.spec == settings.spec:
                 return ref  # kept (rotation Never), or made by an interrupted pass
             token.delete_key(id=key_id)
