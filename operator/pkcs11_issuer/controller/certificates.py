@@ -105,6 +105,7 @@ class _Judgement:
 
 @dataclass(frozen=True)
 class _Key:
+    token: hsm.Token
     ref: hsm.KeyRef
     facts: KeyFacts
 
@@ -345,7 +346,7 @@ class CertificateReconciler:
         log.info("issuing %s/%s revision %d: %s", namespace, name, revision, why.message)
         started = _now()
         key = await self._key_for(body, spec, state, revision)
-        token = await self._services.tokens.token(key.facts.token)
+        token = key.token
         profile = state.spec.stamp(spec.profile) if state.spec else spec.profile
 
         def sign() -> cx509.Certificate:
@@ -401,10 +402,12 @@ class CertificateReconciler:
         namespace = metadata["namespace"]
         settings = spec.private_key
         services = self._services
-        infos = await services.tokens.infos()
         if settings.pkcs11 is not None:
             location = policy.locate(
-                services.config, settings.pkcs11, namespace=namespace, infos=infos
+                services.config,
+                settings.pkcs11,
+                namespace=namespace,
+                infos=await services.tokens.infos(),
             )
         else:
             location = policy.KeyLocation(self._default_token(namespace, state), None, None)
@@ -432,7 +435,7 @@ class CertificateReconciler:
                 return ref
 
             ref = await services.blocking(adopt)
-            return _Key(ref, facts(ref, generated=False))
+            return _Key(token, ref, facts(ref, generated=False))
 
         # Never: one key for the Certificate's life, generation 0. Always: one per revision.
         generation = 0 if settings.rotation_policy == "Never" else revision
@@ -457,7 +460,7 @@ class CertificateReconciler:
             return token.generate_key(settings.spec, id=key_id, label=label)
 
         ref = await services.blocking(find_or_generate)
-        return _Key(ref, facts(ref, generated=True))
+        return _Key(token, ref, facts(ref, generated=True))
 
     def _default_token(self, namespace: str, state: IssuerState) -> str:
         config = self._services.config
