@@ -24,7 +24,6 @@ from functools import partial
 from typing import Any
 
 from cryptography import x509 as cx509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pkcs11_issuer import hsm, x509
 from pkcs11_issuer.controller import conditions, policy
@@ -72,10 +71,6 @@ def generated_key_label(namespace: str, name: str, uid: str, generation: int) ->
     # The uid part keeps labels unique when a Certificate is re-created under the same name
     # while its old keys stay behind (deletionPolicy Retain, a token reused by a new cluster).
     return f"{namespace}/{name}/{uid[:8]}.{generation}"
-
-
-def _spki(key: Any) -> bytes:
-    return bytes(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
 
 
 def _name(body: Mapping[str, Any]) -> str:
@@ -248,7 +243,7 @@ class CertificateReconciler:
         return await self._key_problem(current, leaf)
 
     async def _key_problem(self, current: Issued, leaf: cx509.Certificate) -> _Reissue | None:
-        spki = _spki(leaf.public_key())
+        spki = x509.subject_public_key_info(leaf.public_key())
         seen = (current.key.token, current.key.id, spki)
         if seen in self._verified_keys:
             return None
@@ -260,7 +255,7 @@ class CertificateReconciler:
         except hsm.HsmUnavailableError:
             # Cannot look now: the certificate stays as good as it was; a later pass looks.
             return None
-        if _spki(key.public_key) != spki:
+        if x509.subject_public_key_info(key.public_key) != spki:
             return _Reissue("SecretMismatch", "the certificate is not for the key the Secret names")
         self._verified_keys.add(seen)
         return None
@@ -376,7 +371,9 @@ class CertificateReconciler:
         else:
             new_secret["metadata"]["resourceVersion"] = secret["metadata"]["resourceVersion"]
             await kube.replace(core_path("secrets", namespace, spec.secret_name), new_secret)
-        self._verified_keys.add((key.facts.token, key.facts.id, _spki(leaf.public_key())))
+        self._verified_keys.add(
+            (key.facts.token, key.facts.id, x509.subject_public_key_info(leaf.public_key()))
+        )
         await self._destroy_replaced_key(body, spec, key.facts, revision)
         issued = Issued(leaf, state.chain, key.facts, revision, spec.digest(), issuer)
         delay = await self._succeeded(body, spec, issued)

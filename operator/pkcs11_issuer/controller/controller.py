@@ -122,10 +122,9 @@ class Controller:
             if not state.ready or state.token == token:
                 self.queue.add(key)
         for key, body in self._bodies.items():
-            if key[0] == "Certificate" and conditions.find(body.get("status"), "Ready") is not None:
-                ready = conditions.find(body.get("status"), "Ready") or {}
-                if ready.get("status") != "True":
-                    self.queue.add(key)
+            ready = conditions.find(body.get("status"), "Ready")
+            if key[0] == "Certificate" and ready is not None and ready.get("status") != "True":
+                self.queue.add(key)
 
     # -- issuers ----------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509 as cx509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pkcs11_issuer import x509
 from pkcs11_issuer.controller import policy
@@ -71,10 +70,6 @@ def _secret_text(secret: Mapping[str, Any], field: str) -> str | None:
         return None
 
 
-def _spki(key: Any) -> bytes:
-    return bytes(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
-
-
 def _check_pair(
     certificate: cx509.Certificate, key: x509.HsmPrivateKey, now: datetime.datetime
 ) -> None:
@@ -88,7 +83,9 @@ def _check_pair(
             "NotACA",
             f"the certificate {subject!r} is not a CA certificate (basicConstraints CA:TRUE)",
         )
-    if _spki(certificate.public_key()) != _spki(key.public_key()):
+    if x509.subject_public_key_info(certificate.public_key()) != x509.subject_public_key_info(
+        key.public_key()
+    ):
         raise Problem(
             "CertificateKeyMismatch",
             f"the CA certificate {subject!r} is not for the CA key in the HSM; pair the "

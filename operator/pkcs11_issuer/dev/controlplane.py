@@ -153,7 +153,7 @@ def interrupt_on_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     # All sockets stay bound until every port is chosen, so the kernel cannot hand one out twice.
     sockets = []
     try:
@@ -393,7 +393,7 @@ class ControlPlane:
         )
         sa_key, sa_pub = pki.write_signing_key(self._pki_dir, "service-account")
 
-        etcd_port, peer_port, self._port = _free_ports(3)
+        etcd_port, peer_port, self._port = free_ports(3)
         # tmpfs where there is one: the tests' writes never wait for a disk.
         shm = Path("/dev/shm")  # noqa: S108
         data_parent = shm if os.access(shm, os.W_OK) else self.workdir

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +18,6 @@ from pathlib import Path
 from pkcs11_issuer.dev.controlplane import ControlPlane, find_repo_root
 
 STARTUP_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def install_crds(plane: ControlPlane, crds: Path | None = None) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from pkcs11_issuer.dev.controlplane import ControlPlane, find_repo_root
-from pkcs11_issuer.dev.operator import OperatorProcess, free_port, install_crds
+from pkcs11_issuer.dev.controlplane import ControlPlane, find_repo_root, free_ports
+from pkcs11_issuer.dev.operator import OperatorProcess, install_crds
 from pkcs11_issuer.dev.softhsm import SoftHsm, softhsm_module
 
 DEV_TOKEN_LABEL = "dev-issuer"  # noqa: S105 (a label, not a secret)
@@ -84,7 +84,8 @@ def prepare_dev_hsm(dev_dir: Path) -> DevHsm:
         pin_path.chmod(0o600)
     softhsm.init_token(DEV_TOKEN_LABEL, pin_path.read_text().strip())
     config_path = dev_dir / "config.yaml"
-    config = operator_config(module, health_port=free_port(), metrics_port=free_port())
+    health_port, metrics_port = free_ports(2)
+    config = operator_config(module, health_port=health_port, metrics_port=metrics_port)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return DevHsm(softhsm, config_path, pin_path)
 

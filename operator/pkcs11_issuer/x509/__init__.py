@@ -29,6 +29,7 @@ from pkcs11_issuer.x509.issue import (
     random_serial_number,
     self_sign,
     signature_parameters,
+    subject_public_key_info,
     verify_csr,
 )
 from pkcs11_issuer.x509.keys import (
@@ -90,5 +91,6 @@ __all__ = [
     "random_serial_number",
     "self_sign",
     "signature_parameters",
+    "subject_public_key_info",
     "verify_csr",
 ]

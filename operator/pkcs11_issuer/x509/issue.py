@@ -65,7 +65,8 @@ def signature_parameters(
     return algorithm, padding.PKCS1v15()
 
 
-def _spki(key: SubjectPublicKey | CertificatePublicKeyTypes) -> bytes:
+def subject_public_key_info(key: SubjectPublicKey | CertificatePublicKeyTypes) -> bytes:
+    """DER SubjectPublicKeyInfo: how two keys are compared, whatever their classes."""
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -220,7 +221,7 @@ class SelfSigner:
         now: datetime.datetime | None = None,
     ) -> x509.Certificate:
         public_key = self.key.public_key()
-        if _spki(verify_csr(csr, profile)) != _spki(public_key):
+        if subject_public_key_info(verify_csr(csr, profile)) != subject_public_key_info(public_key):
             raise CsrError("a self-signed certificate is signed by its own key; the CSR is not")
         return _build(
             profile,
@@ -273,7 +274,9 @@ class Issuer:
             usage = None
         if usage is not None and not usage.key_cert_sign:
             raise IssuerError(f"the issuer certificate {subject!r} lacks the keyCertSign usage")
-        if _spki(certificate.public_key()) != _spki(key.public_key()):
+        if subject_public_key_info(certificate.public_key()) != subject_public_key_info(
+            key.public_key()
+        ):
             raise IssuerError(
                 f"the issuer certificate {subject!r} is for another key than the one that "
                 f"would sign ({key!r}); pair the certificate with its own key"
