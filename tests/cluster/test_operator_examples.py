@@ -11,12 +11,8 @@ import pytest
 from test_operator_issuance import EXAMPLES, chain_of, example, issued, openssl_verify, secret_of
 
 from pkcs11_issuer.hsm import KeySpec
-from support.operator_fixtures import (
-    CLOUDHSM_LABEL,
-    KMS_LABEL,
-    OPERATOR_NAMESPACE,
-    Harness,
-)
+from support.hsm_fixtures import CLOUDHSM_LABEL, KMS_LABEL
+from support.operator_fixtures import OPERATOR_NAMESPACE, Harness
 
 
 @pytest.fixture

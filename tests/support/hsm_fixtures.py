@@ -24,6 +24,25 @@ SIDECAR_LABEL = "test-sidecar"
 # wrong-PIN tests need a token nobody has logged in to yet.
 GUARD_LABEL = "test-login-guard"
 
+# The operator tests' tokens (support/operator_fixtures.py), label -> PIN. Every token of the
+# session is made here, before any module is loaded: SoftHSM lists only the tokens that existed
+# when it was initialised, so a token made later is invisible to this process.
+OPERATOR_MAIN = "operator-main"
+OPERATOR_RESTRICTED = "operator-restricted"
+OPERATOR_GUARDED = "operator-guarded"
+OPERATOR_SIDECAR = "operator-sidecar"
+CLOUDHSM_LABEL = "cavium"
+CLOUDHSM_PIN = "user:password"
+KMS_LABEL = "aws-kms"
+OPERATOR_TOKENS = {
+    OPERATOR_MAIN: TEST_PIN,
+    OPERATOR_RESTRICTED: TEST_PIN,
+    OPERATOR_GUARDED: TEST_PIN,
+    OPERATOR_SIDECAR: TEST_PIN,
+    KMS_LABEL: TEST_PIN,
+    CLOUDHSM_LABEL: CLOUDHSM_PIN,
+}
+
 
 @pytest.fixture(scope="session")
 def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
@@ -33,6 +52,8 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
     hsm = SoftHsm.create(tmp_path_factory.mktemp("softhsm"))
     for label in (DIRECT_LABEL, SIDECAR_LABEL, GUARD_LABEL):
         hsm.init_token(label, TEST_PIN)
+    for label, pin in OPERATOR_TOKENS.items():
+        hsm.init_token(label, pin)
     os.environ.update(hsm.env())
     return hsm
 

@@ -32,23 +32,28 @@ from typing import Any
 import pytest
 import yaml
 
-from pkcs11_issuer.dev.controlplane import ControlPlane, find_repo_root
-from pkcs11_issuer.dev.operator import OperatorProcess, free_port, install_crds
+from pkcs11_issuer.dev.controlplane import ControlPlane, find_repo_root, free_ports
+from pkcs11_issuer.dev.operator import OperatorProcess, install_crds
 from pkcs11_issuer.dev.p11kit import P11KitServer, p11kit_client_module
 from pkcs11_issuer.dev.softhsm import SoftHsm, softhsm_module
 from pkcs11_issuer.hsm import KeyRef, ModuleAllowlist, Pin, Token, TokenSelector
 from pkcs11_issuer.uri import Pkcs11Uri
-from support.hsm_fixtures import TEST_PIN
+from support.hsm_fixtures import (
+    CLOUDHSM_PIN,
+    OPERATOR_GUARDED,
+    OPERATOR_MAIN,
+    OPERATOR_RESTRICTED,
+    OPERATOR_SIDECAR,
+    OPERATOR_TOKENS,
+    TEST_PIN,
+)
 
 OPERATOR_NAMESPACE = "pkcs11-issuer"
 GROUP_PATH = "/apis/pkcs11-issuer.io/v1alpha1"
-MAIN_LABEL = "operator-main"
-RESTRICTED_LABEL = "operator-restricted"
-GUARDED_LABEL = "operator-guarded"
-SIDECAR_LABEL = "operator-sidecar"
-CLOUDHSM_LABEL = "cavium"
-CLOUDHSM_PIN = "user:password"
-KMS_LABEL = "aws-kms"
+MAIN_LABEL = OPERATOR_MAIN
+RESTRICTED_LABEL = OPERATOR_RESTRICTED
+GUARDED_LABEL = OPERATOR_GUARDED
+SIDECAR_LABEL = OPERATOR_SIDECAR
 SPY_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so"
 PLURALS = {"Certificate": "certificates", "Issuer": "issuers", "ClusterIssuer": "clusterissuers"}
 
@@ -151,7 +156,7 @@ class Harness:
             self._tokens[label] = Token(
                 self.modules.load("softhsm"),
                 TokenSelector(label=label),
-                Pin(CLOUDHSM_PIN if label == CLOUDHSM_LABEL else TEST_PIN),
+                Pin(OPERATOR_TOKENS[label]),
             )
         return self._tokens[label]
 
@@ -165,7 +170,7 @@ class Harness:
         config = self.work / "cli-config.yaml"
         config.write_text(f"modules:\n  softhsm: {self.modules.path_of('softhsm')}\n")
         pin = self.work / f"{token_label}.pin"
-        pin.write_text(CLOUDHSM_PIN if token_label == CLOUDHSM_LABEL else TEST_PIN)
+        pin.write_text(OPERATOR_TOKENS[token_label])
         key_uri = Pkcs11Uri.build(id=secrets.token_bytes(8), object=key_label).format()
         subprocess.run(
             [
@@ -261,9 +266,6 @@ def operator(
     softhsm: SoftHsm,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Harness]:
-    for label in (MAIN_LABEL, RESTRICTED_LABEL, GUARDED_LABEL, SIDECAR_LABEL, KMS_LABEL):
-        softhsm.init_token(label, TEST_PIN)
-    softhsm.init_token(CLOUDHSM_LABEL, CLOUDHSM_PIN)
     install_crds(control_plane)
     wrong_pin = "wrong-" + secrets.token_hex(8)
     work = tmp_path_factory.mktemp("operator")
@@ -284,7 +286,7 @@ def operator(
     )
     spy_log = work / "spy.log"
     config_path = work / "config.yaml"
-    health, metrics = free_port(), free_port()
+    health, metrics = free_ports(2)
     config = operator_config()
     config["health"] = {"port": health}
     config["metrics"] = {"port": metrics}
