@@ -24,12 +24,23 @@ PROCESS_NAMES = ("etcd", "kube-apiserver", "kube-controller-manager")
 
 
 def alive(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie waiting to be reaped."""
+    """Whether any thread of `pid` still runs; a zombie waiting to be reaped does not count.
+
+    Every thread counts, not only the leader: a SIGKILLed Go program's main thread can be a
+    zombie while its other threads are still exiting and still hold its files (and flocks).
+    """
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except FileNotFoundError:
         return False
-    return state != "Z"
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        if state != "Z":
+            return True
+    return False
 
 
 def wait_gone(pids: list[int], timeout: float = 30.0) -> list[int]:
