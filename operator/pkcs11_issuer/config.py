@@ -32,6 +32,14 @@ tokens and keys within those limits; they never add modules, tokens or PINs.
                                               # Certificate waits for its HSM keys to be destroyed
     metrics: {port: 9402}                     # default 9402; 0 disables
     health: {port: 8081}                      # default 8081; 0 disables
+    leaderElection:                           # off by default: one replica needs none
+      enabled: true                           # only the holder of the Lease reconciles
+      namespace: pkcs11-issuer                # default: clusterResourceNamespace
+      leaseName: pkcs11-issuer                # default "pkcs11-issuer"
+      leaseDuration: 15s                      # how long a silent leader keeps the Lease
+      renewDeadline: 10s                      # a leader that cannot renew for this long
+                                              # exits; less than leaseDuration
+      retryPeriod: 2s                         # how often to renew or try to acquire
 
 Unknown keys are errors at every level, so a misspelt key cannot silently drop a restriction.
 A key set to null is the same as a key left out. The PIN itself never appears in this file.
@@ -124,6 +132,17 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class LeaderElection:
+    """A coordination.k8s.io Lease that lets one of several replicas work at a time."""
+
+    namespace: str
+    lease_name: str = "pkcs11-issuer"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     modules: dict[str, str] = field(default_factory=dict)
     tokens: tuple[TokenConfig, ...] = ()
@@ -133,6 +152,7 @@ class OperatorConfig:
     key_cleanup_timeout: float = 3600.0
     metrics_port: int = 9402
     health_port: int = 8081
+    leader_election: LeaderElection | None = None
 
     def token(self, name: str) -> TokenConfig | None:
         """The configured token called `name`, if there is one."""
@@ -341,6 +361,7 @@ def _operator_config(data: object) -> OperatorConfig:
             "keyCleanupTimeout",
             "metrics",
             "health",
+            "leaderElection",
         ),
     )
     modules: dict[str, str] = _optional(top, "modules", "", _modules, {})
@@ -375,7 +396,58 @@ def _operator_config(data: object) -> OperatorConfig:
         ),
         metrics_port=metrics_port,
         health_port=health_port,
+        leader_election=_optional(
+            top, "leaderElection", "", lambda v, w: _leader_election(v, w, namespace), None
+        ),
     )
+
+
+def _leader_election(value: object, where: str, default_namespace: str) -> LeaderElection | None:
+    section = _mapping(
+        value,
+        where,
+        ("enabled", "namespace", "leaseName", "leaseDuration", "renewDeadline", "retryPeriod"),
+    )
+    enabled = section.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise _Invalid(_at(where, "enabled"), f"expected true or false; got {_kind(enabled)}")
+    if not enabled:
+        return None
+
+    def duration(key: str, default: float) -> float:
+        return _optional(section, key, where, lambda v, w: _duration(v, w, minimum=1.0), default)
+
+    election = LeaderElection(
+        namespace=_optional(
+            section, "namespace", where, lambda v, w: _name(v, w, _NAMESPACE), default_namespace
+        ),
+        lease_name=_optional(
+            section,
+            "leaseName",
+            where,
+            lambda v, w: _name(
+                v,
+                w,
+                "a Lease name (a DNS subdomain)",
+                pattern=_DNS_SUBDOMAIN,
+                longest=_DNS_SUBDOMAIN_MAX,
+            ),
+            "pkcs11-issuer",
+        ),
+        lease_duration=duration("leaseDuration", 15.0),
+        renew_deadline=duration("renewDeadline", 10.0),
+        retry_period=duration("retryPeriod", 2.0),
+    )
+    # The same ordering client-go insists on: a leader must give up before its Lease can
+    # expire under it, and must try to renew more than once before it gives up.
+    if not election.renew_deadline < election.lease_duration:
+        raise _Invalid(
+            _at(where, "renewDeadline"),
+            "must be shorter than leaseDuration, or two replicas could both think they lead",
+        )
+    if not election.retry_period < election.renew_deadline:
+        raise _Invalid(_at(where, "retryPeriod"), "must be shorter than renewDeadline")
+    return election
 
 
 def _modules(value: object, where: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ from pkcs11_issuer import config as config_module
 from pkcs11_issuer.config import (
     ConfigError,
     Grant,
+    LeaderElection,
     OperatorConfig,
     PinSource,
     TokenConfig,
@@ -75,6 +76,7 @@ def test_the_docstring_example_is_the_reference_and_parses(tmp_path: Path) -> No
         key_cleanup_timeout=3600.0,
         metrics_port=9402,
         health_port=8081,
+        leader_election=LeaderElection(namespace="pkcs11-issuer"),
     )
 
 
@@ -342,6 +344,31 @@ def test_unknown_keys_are_refused_at_every_level(
             "health.port: 8080 is metrics.port too; give them different ports",
         ),
         (lambda d: d.clear() or d.update(x=1), "unknown key 'x'"),
+        (lambda d: d.update(leaderElection=True), "leaderElection: expected a mapping"),
+        (
+            lambda d: d.update(leaderElection={"enabled": "yes"}),
+            "leaderElection.enabled: expected true or false; got a string",
+        ),
+        (
+            lambda d: d.update(leaderElection={"enabled": True, "lease": "x"}),
+            "leaderElection: unknown key 'lease'; did you mean 'leaseName'?",
+        ),
+        (
+            lambda d: d.update(leaderElection={"enabled": True, "leaseName": "A_b"}),
+            "leaderElection.leaseName: 'A_b' is not a Lease name",
+        ),
+        (
+            lambda d: d.update(leaderElection={"enabled": True, "renewDeadline": "15s"}),
+            "leaderElection.renewDeadline: must be shorter than leaseDuration",
+        ),
+        (
+            lambda d: d.update(leaderElection={"enabled": True, "retryPeriod": "10s"}),
+            "leaderElection.retryPeriod: must be shorter than renewDeadline",
+        ),
+        (
+            lambda d: d.update(leaderElection={"enabled": True, "retryPeriod": "500ms"}),
+            "leaderElection.retryPeriod: must be at least 1s",
+        ),
     ],
 )
 def test_every_refusal_names_its_place(
@@ -351,6 +378,21 @@ def test_every_refusal_names_its_place(
         load(changed(edit))
     assert message in str(caught.value)
     assert str(caught.value).startswith("config.yaml: ")
+
+
+def test_leader_election_is_off_unless_enabled_and_defaults_like_client_go() -> None:
+    assert load(MINIMAL).leader_election is None
+    assert load({**MINIMAL, "leaderElection": {"enabled": False, "namespace": "x"}}) == (
+        load(MINIMAL)
+    )
+    on = load({**MINIMAL, "clusterResourceNamespace": "ops", "leaderElection": {"enabled": True}})
+    assert on.leader_election == LeaderElection(
+        namespace="ops",
+        lease_name="pkcs11-issuer",
+        lease_duration=15.0,
+        renew_deadline=10.0,
+        retry_period=2.0,
+    )
 
 
 def test_the_top_level_must_be_a_mapping() -> None:

@@ -39,7 +39,13 @@ def run_operator(args: argparse.Namespace) -> int:
         # kopf reports every watch event it hands over; the controller logs what it does.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # Imported late: the controller pulls in kopf's machinery, which other commands never need.
+    from pkcs11_issuer.controller.leader import LeadershipLost  # noqa: PLC0415
     from pkcs11_issuer.controller.runtime import operate  # noqa: PLC0415
 
-    asyncio.run(operate(config))
+    try:
+        asyncio.run(operate(config))
+    except LeadershipLost as lost:
+        # Exiting is the safe way out: the Pod restarts as a standby with fresh state.
+        logging.getLogger("pkcs11_issuer").error("%s", lost)
+        return 1
     return 0
