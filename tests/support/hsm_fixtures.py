@@ -33,7 +33,7 @@ OPERATOR_GUARDED = "operator-guarded"
 OPERATOR_SIDECAR = "operator-sidecar"
 CLOUDHSM_LABEL = "cavium"
 CLOUDHSM_PIN = "user:password"
-KMS_LABEL = "aws-kms"
+KMS_LABEL = "edge-signing-key"  # aws-kms-pkcs11: the slot label is the key's
 OPERATOR_TOKENS = {
     OPERATOR_MAIN: TEST_PIN,
     OPERATOR_RESTRICTED: TEST_PIN,
