@@ -8,6 +8,8 @@ PYTEST_ARGS ?=
 .PHONY: bootstrap run test lint format bench
 
 include mk/cluster.mk
+include mk/image.mk
+include mk/chart.mk
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -25,6 +27,7 @@ format: bootstrap
 	$(VENV)/bin/ruff format operator tests bench
 	$(VENV)/bin/ruff check --fix operator tests bench
 
-# Every tier: unit, hsm (SoftHSM direct and through p11-kit), cluster (real kube-apiserver).
+# Every tier: unit, hsm (SoftHSM direct and through p11-kit), cluster (real kube-apiserver),
+# container (the images in a podman pod; tests/container builds them with scripts/build-image.sh).
 test: bootstrap k8s-binaries lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -4,7 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(softhsm2 p11-kit p11-kit-modules libp11-kit-dev opensc openssl gcc libc6-dev)
+# podman, runc (scripts/podman/containers.conf: crun fails on hybrid cgroups), catatonit (the
+# infra container of a podman pod; only recommended by podman) and debootstrap (the base image
+# where no registry is reachable, scripts/container-base.sh) are for the images and the
+# container tier.
+APT_PACKAGES=(softhsm2 p11-kit p11-kit-modules libp11-kit-dev opensc openssl gcc libc6-dev
+    podman runc catatonit debootstrap)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
