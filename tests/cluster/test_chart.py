@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from pkcs11_issuer.config import OperatorConfig
-from pkcs11_issuer.dev.controlplane import Binaries, ControlPlane
+from pkcs11_issuer.dev.controlplane import ControlPlane
 from support.helm import (
     CHART,
     CI_VALUES,
@@ -42,11 +42,6 @@ ALL_VALUES = [None, *CI_VALUES, *EXAMPLE_VALUES]
 
 def _id(values: Path | None) -> str:
     return "defaults" if values is None else values.name.removesuffix("-values.yaml")
-
-
-@pytest.fixture(scope="module")
-def helm(cluster_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return Helm(cluster_binaries.helm, tmp_path_factory.mktemp("helm"))
 
 
 def _values(values: Path | None) -> list[Path]:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pkcs11_issuer.dev.controlplane import Binaries, ControlPlane, free_ports
+from pkcs11_issuer.dev.controlplane import ControlPlane, free_ports
 from pkcs11_issuer.dev.operator import OperatorProcess, install_crds
 from pkcs11_issuer.dev.p11kit import P11KitServer, p11kit_client_module
 from pkcs11_issuer.dev.softhsm import SoftHsm, softhsm_module
@@ -78,7 +78,7 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(
-    cluster_binaries: Binaries,
+    helm: Helm,
     control_plane: ControlPlane,
     softhsm: SoftHsm,
     tmp_path_factory: pytest.TempPathFactory,
@@ -95,7 +95,7 @@ def installed(
     for name in (namespace, workload):
         control_plane.kubectl("create", "namespace", name)
     install_crds(control_plane)
-    helm = Helm(cluster_binaries.helm, work / "helm", control_plane)
+    helm = helm.with_cluster(control_plane)
     helm.install(
         release,
         namespace,

@@ -1,5 +1,6 @@
-"""One real control plane for the whole session (`control_plane`), and a fresh namespace for each
-test (`namespace`): the cluster and container tiers use them (registered in tests/conftest.py)."""
+"""One real control plane for the whole session (`control_plane`), a fresh namespace for each
+test (`namespace`), and the helm that comes with the Kubernetes binaries (`helm`): the cluster
+and container tiers use them (registered in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pkcs11_issuer.dev.controlplane import (
     interrupt_on_termination,
     locate_binaries,
 )
+from support.helm import Helm
 from support.tools import unavailable
 
 
@@ -29,6 +31,13 @@ def cluster_binaries() -> Binaries:
             f"run `make k8s-binaries` (builds them from Go modules, ~15 min once)\n{error}",
         )
         raise AssertionError("unreachable") from error
+
+
+@pytest.fixture(scope="session")
+def helm(cluster_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The real helm, its cache, configuration and data away from the user's; not bound to a
+    cluster (`helm.with_cluster(plane)` is)."""
+    return Helm(cluster_binaries.helm, tmp_path_factory.mktemp("helm"))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """The Helm chart (charts/pkcs11-issuer) through the real helm binary: render, lint, install.
 
-Used by tests/cluster/test_chart*.py; helm comes with the Kubernetes binaries
-(scripts/k8s-binaries.sh), so those tests live in the cluster tier.
+Used by tests/cluster/test_chart*.py and tests/container/test_pod.py (which runs the pod the
+chart renders), through the session fixture `helm` of support/cluster_fixtures.py; helm comes
+with the Kubernetes binaries (scripts/k8s-binaries.sh).
 """
 
 from __future__ import annotations
