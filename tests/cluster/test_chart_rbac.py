@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from support.helm import Helm
 from support.hsm_fixtures import OPERATOR_MAIN, TEST_PIN
 from support.operator_fixtures import condition, resource_path
 from support.tools import need_executable, unavailable
+from support.waiting import wait_until
 
 POD_NAME = "pkcs11-issuer-rbac-0"
 GROUP = "pkcs11-issuer.io"
@@ -48,16 +48,7 @@ class Installed:
     process: OperatorProcess
 
     def wait_for(self, what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = probe()
-            if result:
-                return result
-            time.sleep(0.25)
-        raise AssertionError(
-            f"timed out after {timeout:.0f}s waiting for {what}; operator log:\n"
-            f"{self.process.log_tail()}"
-        )
+        return wait_until(what, probe, timeout, diagnostics=self.process.log_tail)
 
     def ready(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:

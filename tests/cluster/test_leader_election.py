@@ -18,7 +18,8 @@ from pkcs11_issuer.dev.controlplane import ControlPlane, free_ports
 from pkcs11_issuer.dev.operator import OperatorProcess, install_crds
 from pkcs11_issuer.dev.softhsm import SoftHsm, softhsm_module
 from support.hsm_fixtures import TEST_PIN
-from support.operator_fixtures import MAIN_LABEL, condition, resource_path
+from support.operator_fixtures import MAIN_TOKEN, condition, resource_path
+from support.waiting import wait_until
 
 LEASE_DURATION = 4
 
@@ -35,15 +36,7 @@ class Replicas:
             config = {
                 "modules": {"softhsm": module},
                 "clusterResourceNamespace": namespace,
-                "tokens": [
-                    {
-                        "name": "main",
-                        "module": "softhsm",
-                        "uri": f"pkcs11:token={MAIN_LABEL}",
-                        "pin": {"secret": {"name": "main-pin"}},
-                        "grants": [{"namespaces": ["*"]}],
-                    }
-                ],
+                "tokens": [MAIN_TOKEN],
                 "health": {"port": health},
                 "metrics": {"port": metrics},
                 "leaderElection": {
@@ -92,12 +85,7 @@ class Replicas:
 
 
 def wait_for(what: str, probe: Any, replicas: Replicas, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := probe():
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{replicas.logs()}")
+    return wait_until(what, probe, timeout, diagnostics=replicas.logs)
 
 
 @pytest.fixture

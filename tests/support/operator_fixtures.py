@@ -23,7 +23,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from support.hsm_fixtures import (
     OPERATOR_TOKENS,
     TEST_PIN,
 )
+from support.waiting import wait_until
 
 OPERATOR_NAMESPACE = "pkcs11-issuer"
 GROUP_PATH = "/apis/pkcs11-issuer.io/v1alpha1"
@@ -113,15 +113,7 @@ class Harness:
         probe: Callable[[], Any],
         timeout: float = 60.0,
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = probe()
-            if result:
-                return result
-            time.sleep(0.25)
-        raise AssertionError(
-            f"timed out after {timeout:.0f}s waiting for {what}\n{self.process.log_tail()}"
-        )
+        return wait_until(what, probe, timeout, diagnostics=self.process.log_tail)
 
     def wait_condition(
         self,
@@ -215,6 +207,16 @@ def _example_tokens(name: str) -> list[dict[str, Any]]:
     return [{**token, "module": "softhsm"} for token in config["tokens"]]
 
 
+# SoftHSM's token operator-main, open to every namespace, its PIN in the Secret main-pin.
+MAIN_TOKEN: dict[str, Any] = {
+    "name": "main",
+    "module": "softhsm",
+    "uri": f"pkcs11:token={MAIN_LABEL}",
+    "pin": {"secret": {"name": "main-pin"}},
+    "grants": [{"namespaces": ["*"]}],
+}
+
+
 def operator_config() -> dict[str, Any]:
     module = softhsm_module()
     client = p11kit_client_module()
@@ -226,13 +228,7 @@ def operator_config() -> dict[str, Any]:
         "loginRetryInterval": "5m",
         "keyCleanupTimeout": "30s",
         "tokens": [
-            {
-                "name": "main",
-                "module": "softhsm",
-                "uri": f"pkcs11:token={MAIN_LABEL}",
-                "pin": {"secret": {"name": "main-pin"}},
-                "grants": [{"namespaces": ["*"]}],
-            },
+            MAIN_TOKEN,
             {
                 "name": "restricted",
                 "module": "softhsm",
