@@ -338,6 +338,30 @@ def test_self_signer_signs_only_for_its_own_key(
     assert not extension(own, x509.BasicConstraints).value.ca
 
 
+def test_issuing_for_a_key_the_caller_holds_matches_issuing_through_its_csr(
+    root: Issuer, root_key: ec.EllipticCurvePrivateKey, leaf_key: ec.EllipticCurvePrivateKey
+) -> None:
+    through_csr = root.issue(build_csr(LEAF, leaf_key), LEAF, now=NOW)
+    direct = root.issue_for_key(leaf_key.public_key(), LEAF, now=NOW)
+    direct.verify_directly_issued_by(root.certificate)
+    assert direct.public_key() == leaf_key.public_key()
+    assert direct.subject == through_csr.subject
+    assert list(direct.extensions) == list(through_csr.extensions)
+    assert (direct.not_valid_before_utc, direct.not_valid_after_utc) == (
+        through_csr.not_valid_before_utc,
+        through_csr.not_valid_after_utc,
+    )
+    weak = rsa.generate_private_key(65537, 1024)  # noqa: S505 - weak on purpose
+    with pytest.raises(CsrError, match="RSA key has 1024 bits"):
+        root.issue_for_key(weak.public_key(), LEAF, now=NOW)
+    signer = SelfSigner(root_key)
+    with pytest.raises(CsrError, match="signed by its own key"):
+        signer.issue_for_key(leaf_key.public_key(), LEAF, now=NOW)
+    signer.issue_for_key(root_key.public_key(), LEAF, now=NOW).verify_directly_issued_by(
+        signer.issue_for_key(root_key.public_key(), LEAF, now=NOW)
+    )
+
+
 def test_ed25519_signs_whole_and_refuses_a_hash() -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     certificate = self_sign(ca_profile(), key, now=NOW)

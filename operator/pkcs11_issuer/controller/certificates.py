@@ -347,7 +347,9 @@ class CertificateReconciler:
         def sign() -> cx509.Certificate:
             certificate_key = x509.hsm_private_key(token, key.ref)
             signer: x509.Signer = state.signer or x509.SelfSigner(certificate_key)
-            return signer.issue(x509.build_csr(profile, certificate_key), profile)
+            # The key was generated (or found) in our own HSM a moment ago: a CSR signed by it
+            # would cost an HSM signature to prove what the operator already knows.
+            return signer.issue_for_key(certificate_key.public_key(), profile)
 
         leaf = await self._services.blocking(sign)
         ref = spec.issuer_ref
@@ -441,18 +443,19 @@ class CertificateReconciler:
         label = generated_key_label(namespace, metadata["name"], metadata["uid"], generation)
 
         def find_or_generate() -> hsm.KeyRef:
+            # Generation first: it refuses an id that is taken, so the usual case (a new key)
+            # costs no separate look-up.
+            try:
+                return token.generate_key(settings.spec, id=key_id, label=label)
+            except hsm.KeyExistsError:
+                pass
             try:
                 ref = token.find_key(id=key_id)
             except hsm.KeyNotFoundError:
-                try:
-                    return token.generate_key(settings.spec, id=key_id, label=label)
-                except hsm.KeyExistsError:
-                    # The id is derived from this Certificate's uid, so whatever carries it is
-                    # ours: half a key pair left by a process killed mid-generation.
-                    token.delete_key(id=key_id)
-                    return token.generate_key(settings.spec, id=key_id, label=label)
-            if ref.spec == settings.spec:
+                ref = None  # half a key pair, left by a process killed mid-generation
+            if ref is not None and ref.spec == settings.spec:
                 return ref  # kept (rotation Never), or made by an interrupted pass
+            # The id is derived from this Certificate's uid, so whatever carries it is ours.
             token.delete_key(id=key_id)
             return token.generate_key(settings.spec, id=key_id, label=label)
 

@@ -204,7 +204,9 @@ class TokenSession:
                 public[Attribute.MODULUS], public[Attribute.PUBLIC_EXPONENT]
             )
         else:
-            public_key = ec_public_key(public[Attribute.EC_PARAMS], public[Attribute.EC_POINT])
+            # The curve is the one just asked for: reading CKA_EC_PARAMS back is a round trip
+            # to the HSM that can only repeat it.
+            public_key = ec_public_key(spec.ec_params, public[Attribute.EC_POINT])
         self._private_keys[(id, label)] = private
         return KeyRef(id=id, label=label, spec=spec, public_key=public_key)
 

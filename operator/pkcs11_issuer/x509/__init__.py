@@ -8,7 +8,8 @@ Public API:
 - `SignatureScheme(hash, rsa_pss)`: how a signer signs (default: chosen by its key).
 - `build_csr(profile, key, scheme)`, `verify_csr(csr, profile)`.
 - `Issuer(ca_certificate, ca_key, scheme).issue(csr, profile)`,
-  `SelfSigner(key, scheme).issue(csr, profile)`, `self_sign(profile, key, scheme)`.
+  `SelfSigner(key, scheme).issue(csr, profile)`, `self_sign(profile, key, scheme)`; each
+  signer's `issue_for_key(public_key, profile)` skips the CSR for a key the caller holds.
 - Errors: `ProfileError`, `CsrError`, `IssuerError` (all `X509Error`, a `ValueError`), and
   `KeyNotExportableError`.
 """

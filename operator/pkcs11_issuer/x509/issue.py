@@ -220,9 +220,20 @@ class SelfSigner:
         *,
         now: datetime.datetime | None = None,
     ) -> x509.Certificate:
+        return self.issue_for_key(verify_csr(csr, profile), profile, now=now)
+
+    def issue_for_key(
+        self,
+        subject_key: SubjectPublicKey,
+        profile: CertificateProfile,
+        *,
+        now: datetime.datetime | None = None,
+    ) -> x509.Certificate:
+        """As `issue`, for a public key whose private half the caller holds itself (a key it
+        just generated in its own HSM), where a CSR would only prove what it already knows."""
         public_key = self.key.public_key()
-        if subject_public_key_info(verify_csr(csr, profile)) != subject_public_key_info(public_key):
-            raise CsrError("a self-signed certificate is signed by its own key; the CSR is not")
+        if subject_public_key_info(subject_key) != subject_public_key_info(public_key):
+            raise CsrError("a self-signed certificate is signed by its own key; this is another")
         return _build(
             profile,
             public_key,
@@ -242,9 +253,8 @@ def self_sign(
     *,
     now: datetime.datetime | None = None,
 ) -> x509.Certificate:
-    """A self-signed certificate (a root CA, or a `selfSigned` leaf), through a CSR like
-    every other certificate."""
-    return SelfSigner(key, scheme).issue(build_csr(profile, key, scheme), profile, now=now)
+    """A self-signed certificate (a root CA, or a `selfSigned` leaf): one signature."""
+    return SelfSigner(key, scheme).issue_for_key(key.public_key(), profile, now=now)
 
 
 class Issuer:
@@ -318,7 +328,18 @@ class Issuer:
         *,
         now: datetime.datetime | None = None,
     ) -> x509.Certificate:
-        public_key = verify_csr(csr, profile)
+        return self.issue_for_key(verify_csr(csr, profile), profile, now=now)
+
+    def issue_for_key(
+        self,
+        subject_key: SubjectPublicKey,
+        profile: CertificateProfile,
+        *,
+        now: datetime.datetime | None = None,
+    ) -> x509.Certificate:
+        """As `issue`, for a public key whose private half the caller holds itself (a key it
+        just generated in its own HSM), where a CSR would only prove what it already knows."""
+        public_key = _check_public_key(subject_key)
         moment = _now(now)
         self.check(profile, now=moment)
         return _build(
