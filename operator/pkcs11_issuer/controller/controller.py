@@ -65,6 +65,8 @@ class Controller:
         metrics.watch_tokens(tokens.sessions)
         self.queue: WorkQueue[Key] = WorkQueue()
         self._bodies: dict[Key, dict[str, Any]] = {}
+        # resourceVersions our own writes produced, until their watch events arrive.
+        self._own_versions: dict[Key, str | None] = {}
         self._issuer_states: dict[IssuerKey, IssuerState] = {}
         self._issuer_locks: dict[IssuerKey, asyncio.Lock] = {}
         self._certificates = CertificateReconciler(self.services, self.issuer_state, self._remember)
@@ -88,6 +90,10 @@ class Controller:
             return
         if _newer(body, self._bodies.get(key)):
             self._bodies[key] = dict(body)
+        if self._own_versions.pop(key, None) == body["metadata"].get("resourceVersion"):
+            # The echo of our own write: the pass that wrote it has already decided what
+            # comes next, and a pass now would find nothing to do.
+            return
         self.queue.add(key)
 
     def _remember(self, body: Mapping[str, Any]) -> None:
@@ -95,10 +101,13 @@ class Controller:
         key: Key = (body["kind"], metadata.get("namespace"), metadata["name"])
         if key in self._bodies and _newer(body, self._bodies[key]):
             self._bodies[key] = dict(body)
+            self._own_versions[key] = metadata.get("resourceVersion")
 
     def secret_event(self, body: Mapping[str, Any]) -> None:
         metadata = body["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
+        if self._certificates.own_secret_write(namespace, name, metadata.get("resourceVersion")):
+            return  # the echo of a Secret the reconciler has just written
         owner = (metadata.get("labels") or {}).get(CERTIFICATE_LABEL)
         if owner and ("Certificate", namespace, owner) in self._bodies:
             self.queue.add(("Certificate", namespace, owner))

@@ -31,13 +31,14 @@ def build_registry(
         await controller.stop()
 
     for plural in ("certificates", "issuers", "clusterissuers"):
-
+        # async: kopf runs plain functions in a thread pool, and the controller's dicts and
+        # work queue belong to the event loop.
         @kopf.on.event(GROUP, VERSION, plural, registry=registry)
-        def resource(event: kopf.RawEvent, **_: Any) -> None:
+        async def resource(event: kopf.RawEvent, **_: Any) -> None:
             controller.resource_event(event.get("type"), event["object"])
 
     @kopf.on.event("", "v1", "secrets", labels={CERTIFICATE_LABEL: kopf.PRESENT}, registry=registry)
-    def secret(event: kopf.RawEvent, **_: Any) -> None:
+    async def secret(event: kopf.RawEvent, **_: Any) -> None:
         controller.secret_event(event["object"])
 
     return registry

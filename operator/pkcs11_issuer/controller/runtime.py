@@ -33,8 +33,23 @@ def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     return connection
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """The controller has only on-event handlers, which need no diff; kopf would otherwise
+    deep-copy and diff every watched body on every event."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 def operator_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    settings.persistence.diffbase_storage = _NoDiffBase()
     # The controller writes its own Events; kopf's would repeat its log lines into the API.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300

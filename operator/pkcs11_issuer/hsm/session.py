@@ -90,6 +90,9 @@ class TokenSession:
         handle: int = self.session.handle  # type: ignore[attr-defined]  # not in the stubs
         return handle
 
+    def holds(self, key: tuple[bytes, str]) -> bool:
+        return key in self._private_keys
+
     def close(self) -> None:
         self._private_keys.clear()
         self.session.close()
@@ -158,14 +161,16 @@ class TokenSession:
                 _log.warning("skipping an incomplete key object: %s", error)
         return keys
 
-    def generate_key(self, spec: KeySpec, *, id: bytes, label: str) -> KeyRef:
+    def generate_key(
+        self, spec: KeySpec, *, id: bytes, label: str, check_unique: bool = True
+    ) -> KeyRef:
         """Generate a signing-only, non-extractable key pair under exactly this id and label.
 
         Refuses when any object already has the id or the label, so a retried request can
         never leave two keys behind (callers hold the token's lock for this id meanwhile)."""
         if not id or not label:
             raise ConfigurationError("a generated key needs both an id and a label")
-        for attrs in ({Attribute.ID: id}, {Attribute.LABEL: label}):
+        for attrs in ({Attribute.ID: id}, {Attribute.LABEL: label}) if check_unique else ():
             if self._objects(attrs):
                 raise KeyExistsError(
                     f"the token already holds an object with {_describe(*_split(attrs))}",
@@ -199,14 +204,16 @@ class TokenSession:
                 else pkcs11.Mechanism.EC_KEY_PAIR_GEN
             )
             public, private = params.generate_keypair(mechanism=mechanism, **common)
+        # One C_GetAttributeValue pair for what is needed. The curve is the one just asked
+        # for: reading CKA_EC_PARAMS back could only repeat it.
         if spec.algorithm is KeyAlgorithm.RSA:
+            values = public.get_attributes([Attribute.MODULUS, Attribute.PUBLIC_EXPONENT])
             public_key: PublicKey = rsa_public_key(
-                public[Attribute.MODULUS], public[Attribute.PUBLIC_EXPONENT]
+                values[Attribute.MODULUS], values[Attribute.PUBLIC_EXPONENT]
             )
         else:
-            # The curve is the one just asked for: reading CKA_EC_PARAMS back is a round trip
-            # to the HSM that can only repeat it.
-            public_key = ec_public_key(spec.ec_params, public[Attribute.EC_POINT])
+            point = public.get_attributes([Attribute.EC_POINT])[Attribute.EC_POINT]
+            public_key = ec_public_key(spec.ec_params, point)
         self._private_keys[(id, label)] = private
         return KeyRef(id=id, label=label, spec=spec, public_key=public_key)
 

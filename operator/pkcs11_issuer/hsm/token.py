@@ -303,10 +303,16 @@ class Token:
         except pkcs11.PKCS11Error:
             pass  # already gone; the pool forgets it either way
 
-    def _acquire(self) -> TokenSession:
+    def _acquire(self, prefer: tuple[bytes, str] | None = None) -> TokenSession:
         deadline = time.monotonic() + self.acquire_timeout
         with self._cond:
             while True:
+                if prefer is not None:
+                    # A session that already holds this key's object signs without a
+                    # C_FindObjects, which costs O(objects on the token) on SoftHSM.
+                    for index, session in enumerate(self._idle):
+                        if session.holds(prefer) and session.generation == self.module.generation:
+                            return self._idle.pop(index)
                 while self._idle:
                     session = self._idle.pop()
                     if session.generation == self.module.generation:
@@ -341,8 +347,8 @@ class Token:
             self._cond.notify()
 
     @contextmanager
-    def _borrowed(self) -> Iterator[TokenSession]:
-        session = self._acquire()
+    def _borrowed(self, prefer: tuple[bytes, str] | None = None) -> Iterator[TokenSession]:
+        session = self._acquire(prefer)
         broken = True
         try:
             yield session
@@ -353,13 +359,19 @@ class Token:
         finally:
             self._release(session, broken=broken)
 
-    def call(self, kind: CallKind, action: str, operation: Callable[[TokenSession], T]) -> T:
+    def call(
+        self,
+        kind: CallKind,
+        action: str,
+        operation: Callable[[TokenSession], T],
+        prefer: tuple[bytes, str] | None = None,
+    ) -> T:
         """Run `operation` in a pooled session; a dead session or device is re-opened (and the
         module re-initialised) once before the error reaches the caller as an `HsmError`.
         `action` words error messages; `kind` is what the observer is told."""
         started = time.perf_counter()
         try:
-            result = self._call_with_recovery(action, operation)
+            result = self._call_with_recovery(action, operation, prefer)
         except HsmError as error:
             self._report(kind, time.perf_counter() - started, error)
             raise
@@ -377,12 +389,17 @@ class Token:
                 self._observer_failed = True
                 _log.debug("token observer failed; further failures go unlogged", exc_info=True)
 
-    def _call_with_recovery(self, action: str, operation: Callable[[TokenSession], T]) -> T:
+    def _call_with_recovery(
+        self,
+        action: str,
+        operation: Callable[[TokenSession], T],
+        prefer: tuple[bytes, str] | None = None,
+    ) -> T:
         last: Exception | None = None
         for _attempt in range(2):
             generation = self.module.generation
             try:
-                with self._borrowed() as session, self.module.lock:
+                with self._borrowed(prefer) as session, self.module.lock:
                     result = operation(session)
             except _TokenVanishedError as error:
                 last = error
@@ -444,11 +461,15 @@ class Token:
         except pkcs11.PKCS11Error as error:
             raise translate(error, "listing mechanisms") from error
 
-    def generate_key(self, spec: KeySpec, *, id: bytes, label: str) -> KeyRef:
+    def generate_key(
+        self, spec: KeySpec, *, id: bytes, label: str, check_unique: bool = True
+    ) -> KeyRef:
+        """`check_unique=False` skips looking for objects that already carry the id or label:
+        for a caller that knows there are none (a C_FindObjects is O(objects) on SoftHSM)."""
         return self._write(
             "generate",
             f"generating a {spec} key",
-            lambda s: s.generate_key(spec, id=id, label=label),
+            lambda s: s.generate_key(spec, id=id, label=label, check_unique=check_unique),
         )
 
     def find_key(self, *, id: bytes | None = None, label: str | None = None) -> KeyRef:
@@ -485,7 +506,12 @@ class Token:
             padding=padding,
             salt_length=salt_length,
         )
-        raw = self.call("sign", f"signing with key {key.label!r}", lambda s: s.sign(key, request))
+        raw = self.call(
+            "sign",
+            f"signing with key {key.label!r}",
+            lambda s: s.sign(key, request),
+            prefer=(key.id, key.label),
+        )
         return signing.finish(key.spec.algorithm, raw)
 
     def store_certificate(self, der: bytes, *, id: bytes, label: str, subject: bytes) -> None:
