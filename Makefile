@@ -31,3 +31,10 @@ format: bootstrap
 # container (the images in a podman pod; tests/container builds them with scripts/build-image.sh).
 test: bootstrap k8s-binaries lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Benchmarks, not tests: every figure of issue 7 next to its ceiling from the same run, written
+# to bench/results/ (see bench/README.md). A quick smoke run:
+#   make bench BENCH_ARGS="--certificates 50 --memory-certificates 100 --spy-certificates 10 --seconds 1"
+BENCH_ARGS ?=
+bench: bootstrap k8s-binaries
+	$(PY) bench/run.py $(BENCH_ARGS)

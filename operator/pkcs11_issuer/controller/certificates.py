@@ -459,10 +459,13 @@ class CertificateReconciler:
 
         # Never: one key for the Certificate's life, generation 0. Always: one per revision.
         generation = 0 if settings.rotation_policy == "Never" else revision
-        # The finalizer is always in place before any key is generated, so without it no pass
-        # of any process has generated a key for this Certificate yet: nothing to look up or
-        # clean up on the token (each C_FindObjects is O(objects) on SoftHSM).
-        first = FINALIZER not in (metadata.get("finalizers") or ())
+        # The finalizer is always in place before any key is generated, so without it (and
+        # without an earlier revision, in case someone removed it by hand) no pass of any
+        # process has generated a key for this Certificate yet: nothing to look up or clean up
+        # on the token (each C_FindObjects is O(objects) on SoftHSM).
+        first = FINALIZER not in (metadata.get("finalizers") or ()) and not (
+            (body.get("status") or {}).get("revision")
+        )
         await self._ensure_finalizer(body)
         key_id = generated_key_id(metadata["uid"], generation)
         label = generated_key_label(namespace, metadata["name"], metadata["uid"], generation)
