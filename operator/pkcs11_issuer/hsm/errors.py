@@ -127,6 +127,62 @@ _TEXT_CODES = (
 )
 
 
+# Return values of the calls made through `module.NativeCalls`, as the exceptions
+# python-pkcs11 raises for them, so that one translation serves both paths.
+_BY_CODE: dict[int, type[p11e.PKCS11Error]] = {
+    0x02: p11e.HostMemory,
+    0x03: p11e.SlotIDInvalid,
+    0x05: p11e.GeneralError,
+    0x06: p11e.FunctionFailed,
+    0x07: p11e.ArgumentsBad,
+    0x11: p11e.AttributeSensitive,
+    0x12: p11e.AttributeTypeInvalid,
+    0x13: p11e.AttributeValueInvalid,
+    0x20: p11e.DataInvalid,
+    0x21: p11e.DataLenRange,
+    0x30: p11e.DeviceError,
+    0x31: p11e.DeviceMemory,
+    0x32: p11e.DeviceRemoved,
+    0x54: p11e.FunctionNotSupported,
+    0x60: p11e.KeyHandleInvalid,
+    0x62: p11e.KeySizeRange,
+    0x63: p11e.KeyTypeInconsistent,
+    0x70: p11e.MechanismInvalid,
+    0x71: p11e.MechanismParamInvalid,
+    0x82: p11e.ObjectHandleInvalid,
+    0x90: p11e.OperationActive,
+    0x91: p11e.OperationNotInitialized,
+    0xA0: p11e.PinIncorrect,
+    0xA1: p11e.PinInvalid,
+    0xA2: p11e.PinLenRange,
+    0xA3: p11e.PinExpired,
+    0xA4: p11e.PinLocked,
+    0xB0: p11e.SessionClosed,
+    0xB1: p11e.SessionCount,
+    0xB3: p11e.SessionHandleInvalid,
+    0xB5: p11e.SessionReadOnly,
+    0xD0: p11e.TemplateIncomplete,
+    0xD1: p11e.TemplateInconsistent,
+    0xE0: p11e.TokenNotPresent,
+    0xE1: p11e.TokenNotRecognised,
+    0xE2: p11e.TokenWriteProtected,
+    0x101: p11e.UserNotLoggedIn,
+    0x102: p11e.UserPinNotInitialized,
+    0x130: p11e.DomainParamsInvalid,
+}
+CKR_CRYPTOKI_NOT_INITIALIZED = 0x190
+
+
+def pkcs11_error(rv: int) -> p11e.PKCS11Error:
+    """The python-pkcs11 exception for a raw CK_RV."""
+    known = _BY_CODE.get(rv)
+    if known is not None:
+        return known()
+    if rv == CKR_CRYPTOKI_NOT_INITIALIZED:
+        return p11e.PKCS11Error("Initialisation error (not initialized)")
+    return p11e.PKCS11Error(f"Unmapped error code {rv:#x}")
+
+
 def ckr_name(error: BaseException) -> str:
     """The CKR_* name behind a python-pkcs11 exception, for metrics and messages."""
     for table in (_TRANSIENT, _UNSUPPORTED, _CONFIGURATION):

@@ -78,6 +78,15 @@ class KeySpec:
             return ED25519_PARAMS_OID
         raise ValueError("RSA keys have no EC parameters")
 
+    @property
+    def signature_size(self) -> int:
+        """Bytes of a raw PKCS#11 signature: the modulus for RSA, r||s for ECDSA and EdDSA."""
+        if self.algorithm is KeyAlgorithm.RSA:
+            return self.size // 8
+        if self.algorithm is KeyAlgorithm.ECDSA:
+            return 2 * ((self.size + 7) // 8)
+        return 64
+
     def __str__(self) -> str:
         return (
             self.algorithm.value

@@ -14,13 +14,19 @@ import contextlib
 import ctypes
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pkcs11
 import pkcs11._pkcs11 as _native
 
-from pkcs11_issuer.hsm.errors import ConfigurationError, HsmUnavailableError, ckr_name
+from pkcs11_issuer.hsm.errors import (
+    ConfigurationError,
+    HsmUnavailableError,
+    ckr_name,
+    pkcs11_error,
+)
 
 CKF_OS_LOCKING_OK = 0x2
 CKR_OK = 0x0
@@ -40,12 +46,46 @@ class _InitializeArgs(ctypes.Structure):
 
 
 _CRV = ctypes.c_ulong
-_InitializeFn = ctypes.CFUNCTYPE(_CRV, ctypes.c_void_p)
-_LoginFn = ctypes.CFUNCTYPE(_CRV, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong)
+_ULONG = ctypes.c_ulong
+_PTR = ctypes.c_void_p
 CKU_USER = 1
+CKR_BUFFER_TOO_SMALL = 0x150
 
-# CK_FUNCTION_LIST up to C_Login, in the order the standard fixes.
-_FUNCTIONS_BEFORE_LOGIN = (
+
+class Attribute(ctypes.Structure):
+    """CK_ATTRIBUTE."""
+
+    _fields_ = (("type", _ULONG), ("pValue", _PTR), ("ulValueLen", _ULONG))
+
+
+class _Mechanism(ctypes.Structure):
+    _fields_ = (("mechanism", _ULONG), ("pParameter", _PTR), ("ulParameterLen", _ULONG))
+
+
+class _PssParams(ctypes.Structure):
+    _fields_ = (("hashAlg", _ULONG), ("mgf", _ULONG), ("sLen", _ULONG))
+
+
+_P_ULONG = ctypes.POINTER(_ULONG)
+_P_ATTRIBUTE = ctypes.POINTER(Attribute)
+_P_MECHANISM = ctypes.POINTER(_Mechanism)
+# The calls made here rather than through python-pkcs11, with their C prototypes. ctypes
+# releases the GIL around each, as python-pkcs11 does.
+_PROTOTYPES: dict[str, Any] = {
+    "C_Initialize": ctypes.CFUNCTYPE(_CRV, _PTR),
+    "C_Finalize": ctypes.CFUNCTYPE(_CRV, _PTR),
+    "C_Login": ctypes.CFUNCTYPE(_CRV, _ULONG, _ULONG, ctypes.c_char_p, _ULONG),
+    "C_GetAttributeValue": ctypes.CFUNCTYPE(_CRV, _ULONG, _ULONG, _P_ATTRIBUTE, _ULONG),
+    "C_SignInit": ctypes.CFUNCTYPE(_CRV, _ULONG, _P_MECHANISM, _ULONG),
+    "C_Sign": ctypes.CFUNCTYPE(_CRV, _ULONG, ctypes.c_char_p, _ULONG, _PTR, _P_ULONG),
+    "C_GenerateKeyPair": ctypes.CFUNCTYPE(
+        _CRV, _ULONG, _P_MECHANISM, _P_ATTRIBUTE, _ULONG, _P_ATTRIBUTE, _ULONG, _P_ULONG, _P_ULONG
+    ),
+}
+# CK_FUNCTION_LIST up to C_GenerateKeyPair, in the order the standard fixes.
+_FUNCTION_ORDER = [
+    "C_Initialize",
+    "C_Finalize",
     "C_GetInfo",
     "C_GetFunctionList",
     "C_GetSlotList",
@@ -62,17 +102,56 @@ _FUNCTIONS_BEFORE_LOGIN = (
     "C_GetSessionInfo",
     "C_GetOperationState",
     "C_SetOperationState",
-)
+    "C_Login",
+    "C_Logout",
+    "C_CreateObject",
+    "C_CopyObject",
+    "C_DestroyObject",
+    "C_GetObjectSize",
+    "C_GetAttributeValue",
+    "C_SetAttributeValue",
+    "C_FindObjectsInit",
+    "C_FindObjects",
+    "C_FindObjectsFinal",
+    "C_EncryptInit",
+    "C_Encrypt",
+    "C_EncryptUpdate",
+    "C_EncryptFinal",
+    "C_DecryptInit",
+    "C_Decrypt",
+    "C_DecryptUpdate",
+    "C_DecryptFinal",
+    "C_DigestInit",
+    "C_Digest",
+    "C_DigestUpdate",
+    "C_DigestKey",
+    "C_DigestFinal",
+    "C_SignInit",
+    "C_Sign",
+    "C_SignUpdate",
+    "C_SignFinal",
+    "C_SignRecoverInit",
+    "C_SignRecover",
+    "C_VerifyInit",
+    "C_Verify",
+    "C_VerifyUpdate",
+    "C_VerifyFinal",
+    "C_VerifyRecoverInit",
+    "C_VerifyRecover",
+    "C_DigestEncryptUpdate",
+    "C_DecryptDigestUpdate",
+    "C_SignEncryptUpdate",
+    "C_DecryptVerifyUpdate",
+    "C_GenerateKey",
+    "C_GenerateKeyPair",
+]
 
 
-class _FunctionListHead(ctypes.Structure):
+class _FunctionList(ctypes.Structure):
     _fields_ = (
         ("version_major", ctypes.c_ubyte),
         ("version_minor", ctypes.c_ubyte),
-        ("C_Initialize", _InitializeFn),
-        ("C_Finalize", _InitializeFn),
-        *((name, ctypes.c_void_p) for name in _FUNCTIONS_BEFORE_LOGIN),
-        ("C_Login", _LoginFn),
+        *((name, _PROTOTYPES.get(name, _PTR)) for name in _FUNCTION_ORDER),
     )
 
 
@@ -94,7 +173,7 @@ def _function_list_of(lib: _native.lib) -> int:
         raise ConfigurationError(
             "cannot find python-pkcs11's function list; is python-pkcs11 0.10.x installed?"
         )
-    head = _FunctionListHead.from_address(address)
+    head = _FunctionList.from_address(address)
     if head.version_major not in (2, 3):
         raise ConfigurationError(f"{lib.so}: unexpected CK_FUNCTION_LIST version")
     return address
@@ -112,12 +191,22 @@ def _call_get_function_list(path: str) -> int:
     return pointer.value
 
 
-class _NativeCalls:
-    """The calls python-pkcs11 makes in a way we cannot use: C_Initialize (it passes NULL) and
-    C_Login (its sessions log the whole application out again when they close)."""
+def _check(rv: int) -> None:
+    if rv != CKR_OK:
+        raise pkcs11_error(rv)
+
+
+class NativeCalls:
+    """The calls python-pkcs11 makes in a way we cannot use: C_Initialize (it passes NULL),
+    C_Login (its sessions log the whole application out again when they close), and the hot
+    path of issuance, where python-pkcs11 costs extra round trips: it asks C_Sign for the
+    length first and reads four attributes of every object it hands out. Through a
+    `p11-kit server` each of those is a message over the socket; on a network HSM, a packet.
+
+    Failures raise the exception python-pkcs11 would raise for the same return value."""
 
     def __init__(self, function_list: int) -> None:
-        self._functions = _FunctionListHead.from_address(function_list)
+        self._functions = _FunctionList.from_address(function_list)
 
     def initialize(self, *, os_locking: bool) -> int:
         if not os_locking:
@@ -131,15 +220,132 @@ class _NativeCalls:
     def login(self, session_handle: int, pin: bytes) -> int:
         return int(self._functions.C_Login(session_handle, CKU_USER, pin, len(pin)))
 
+    def sign(
+        self,
+        session_handle: int,
+        key_handle: int,
+        *,
+        mechanism: int,
+        pss: tuple[int, int, int] | None,
+        payload: bytes,
+        expected_length: int,
+    ) -> bytes:
+        """C_SignInit and one C_Sign into a buffer of `expected_length` bytes (the key's
+        signature size); a module that wants more is asked for the length after all."""
+        if pss is None:
+            mech = _Mechanism(mechanism, None, 0)
+        else:
+            params = _PssParams(*pss)
+            mech = _Mechanism(mechanism, ctypes.addressof(params), ctypes.sizeof(params))
+        _check(self._functions.C_SignInit(session_handle, ctypes.byref(mech), key_handle))
+        length = _ULONG(expected_length)
+        buffer = ctypes.create_string_buffer(expected_length)
+        rv = self._functions.C_Sign(
+            session_handle, payload, len(payload), buffer, ctypes.byref(length)
+        )
+        if rv == CKR_BUFFER_TOO_SMALL:
+            # The operation is still active (PKCS#11 5.2): `length` now holds what it needs.
+            buffer = ctypes.create_string_buffer(length.value)
+            rv = self._functions.C_Sign(
+                session_handle, payload, len(payload), buffer, ctypes.byref(length)
+            )
+        _check(rv)
+        return buffer.raw[: length.value]
+
+    def generate_key_pair(
+        self,
+        session_handle: int,
+        mechanism: int,
+        public_template: Sequence[tuple[int, bytes]],
+        private_template: Sequence[tuple[int, bytes]],
+    ) -> tuple[int, int]:
+        """C_GenerateKeyPair; returns the (public, private) object handles. Template values
+        are already encoded as the module expects them (`encode_bool`, `encode_ulong`)."""
+        mech = _Mechanism(mechanism, None, 0)
+        # The buffers must outlive the call: the arrays only point into them.
+        public, _public_buffers = _template(public_template)
+        private, _private_buffers = _template(private_template)
+        public_handle, private_handle = _ULONG(), _ULONG()
+        _check(
+            self._functions.C_GenerateKeyPair(
+                session_handle,
+                ctypes.byref(mech),
+                public,
+                len(public_template),
+                private,
+                len(private_template),
+                ctypes.byref(public_handle),
+                ctypes.byref(private_handle),
+            )
+        )
+        return public_handle.value, private_handle.value
+
+    def attributes(
+        self, session_handle: int, object_handle: int, wanted: Sequence[tuple[int, int]]
+    ) -> list[bytes]:
+        """One C_GetAttributeValue for (type, most bytes it can have) pairs; a value that does
+        not fit after all is read again the two-call way."""
+        buffers = [ctypes.create_string_buffer(size) for _type, size in wanted]
+        template = (Attribute * len(wanted))(
+            *(
+                Attribute(type_, ctypes.addressof(buffer), size)
+                for (type_, size), buffer in zip(wanted, buffers, strict=True)
+            )
+        )
+        rv = self._functions.C_GetAttributeValue(
+            session_handle, object_handle, template, len(wanted)
+        )
+        if rv == CKR_BUFFER_TOO_SMALL:
+            for index, attribute in enumerate(template):
+                attribute.pValue = None
+                attribute.ulValueLen = 0
+                buffers[index] = ctypes.create_string_buffer(0)
+            _check(
+                self._functions.C_GetAttributeValue(
+                    session_handle, object_handle, template, len(wanted)
+                )
+            )
+            for index, attribute in enumerate(template):
+                buffers[index] = ctypes.create_string_buffer(attribute.ulValueLen)
+                attribute.pValue = ctypes.addressof(buffers[index])
+            rv = self._functions.C_GetAttributeValue(
+                session_handle, object_handle, template, len(wanted)
+            )
+        _check(rv)
+        return [
+            buffer.raw[: attribute.ulValueLen]
+            for buffer, attribute in zip(buffers, template, strict=True)
+        ]
+
+
+def encode_bool(value: bool) -> bytes:
+    return b"\x01" if value else b"\x00"
+
+
+def encode_ulong(value: int) -> bytes:
+    return bytes(_ULONG(value))
+
+
+def _template(values: Sequence[tuple[int, bytes]]) -> tuple[Any, list[Any]]:
+    """A CK_ATTRIBUTE array, and the buffers it points into (kept alive by the caller)."""
+    buffers = [ctypes.create_string_buffer(value, len(value)) for _type, value in values]
+    array = (Attribute * len(values))(
+        *(
+            Attribute(type_, ctypes.addressof(buffer), len(value))
+            for (type_, value), buffer in zip(values, buffers, strict=True)
+        )
+    )
+    return array, buffers
+
 
 class _ThreadSafeLib(_native.lib):
     """python-pkcs11's `lib` whose `initialize` asks the module to lock for itself."""
 
-    native: _NativeCalls
+    native: NativeCalls
     os_locking: bool
 
     def initialize(self) -> None:
-        self.native = _NativeCalls(_function_list_of(self))
+        self.native = NativeCalls(_function_list_of(self))
         rv = self.native.initialize(os_locking=True)
         self.os_locking = rv != CKR_CANT_LOCK
         if not self.os_locking:
@@ -176,6 +382,10 @@ class Module:
     @property
     def lib(self) -> _native.lib:
         return self._lib
+
+    @property
+    def native(self) -> NativeCalls:
+        return self._lib.native
 
     @property
     def thread_safe(self) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pkcs11
-from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
+from pkcs11 import Attribute, KeyType, ObjectClass
 
 from pkcs11_issuer.hsm.errors import (
     ConfigurationError,
@@ -28,14 +28,28 @@ from pkcs11_issuer.hsm.keys import (
     ec_public_key,
     rsa_public_key,
 )
+from pkcs11_issuer.hsm.module import NativeCalls, encode_bool, encode_ulong
 from pkcs11_issuer.hsm.signing import SignRequest
 
-_KEY_TYPES = {
-    KeyAlgorithm.RSA: KeyType.RSA,
-    KeyAlgorithm.ECDSA: KeyType.EC,
-    KeyAlgorithm.ED25519: KeyType.EC_EDWARDS,
+_GENERATE = {
+    KeyAlgorithm.RSA: pkcs11.Mechanism.RSA_PKCS_KEY_PAIR_GEN,
+    KeyAlgorithm.ECDSA: pkcs11.Mechanism.EC_KEY_PAIR_GEN,
+    KeyAlgorithm.ED25519: pkcs11.Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
 }
-_SIGN_ONLY = MechanismFlag.SIGN | MechanismFlag.VERIFY
+
+
+def _handle(obj: pkcs11.Object) -> int:
+    handle = obj.handle
+    assert handle is not None  # python-pkcs11 hands out only objects it holds a handle of
+    return handle
+
+
+def _true(attribute: Attribute) -> tuple[int, bytes]:
+    return attribute, encode_bool(True)
+
+
+def _false(attribute: Attribute) -> tuple[int, bytes]:
+    return attribute, encode_bool(False)
 
 
 _log = logging.getLogger(__name__)
@@ -80,10 +94,12 @@ def _describe(id: bytes | None, label: str | None) -> str:
 
 
 class TokenSession:
-    def __init__(self, session: pkcs11.Session, generation: int) -> None:
+    def __init__(self, session: pkcs11.Session, generation: int, native: NativeCalls) -> None:
         self.session = session
         self.generation = generation
-        self._private_keys: dict[tuple[bytes, str], pkcs11.PrivateKey] = {}
+        self._native = native
+        # Private-key object handles by (id, label): valid as long as this session is.
+        self._private_keys: dict[tuple[bytes, str], int] = {}
 
     @property
     def handle(self) -> int:
@@ -141,7 +157,7 @@ class TokenSession:
             spec=algorithm_of(public_key),
             public_key=public_key,
         )
-        self._private_keys[(ref.id, ref.label)] = private
+        self._private_keys[(ref.id, ref.label)] = _handle(private)
         return ref
 
     def find_key(self, *, id: bytes | None = None, label: str | None = None) -> KeyRef:
@@ -176,45 +192,53 @@ class TokenSession:
                     f"the token already holds an object with {_describe(*_split(attrs))}",
                     hint="adopt the existing key by naming it, or choose another id and label",
                 )
-        private_template = {
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: True,
-            Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: False,
-            Attribute.SIGN: True,
-        }
-        public_template: dict[Attribute, Any] = {Attribute.TOKEN: True, Attribute.VERIFY: True}
-        common: dict[str, Any] = {
-            "id": id,
-            "label": label,
-            "store": True,
-            "capabilities": _SIGN_ONLY,
-            "public_template": public_template,
-            "private_template": private_template,
-        }
+        # What python-pkcs11 would send for a sign-only pair, made here in one call: its own
+        # generate_keypair reads four attributes of both new objects before returning.
+        common = [(Attribute.ID, id), (Attribute.LABEL, label.encode()), _true(Attribute.TOKEN)]
+        public = [
+            (Attribute.CLASS, encode_ulong(ObjectClass.PUBLIC_KEY)),
+            *common,
+            _true(Attribute.VERIFY),
+            _false(Attribute.ENCRYPT),
+            _false(Attribute.WRAP),
+        ]
+        private = [
+            (Attribute.CLASS, encode_ulong(ObjectClass.PRIVATE_KEY)),
+            *common,
+            _true(Attribute.PRIVATE),
+            _true(Attribute.SENSITIVE),
+            _false(Attribute.EXTRACTABLE),
+            _true(Attribute.SIGN),
+            _false(Attribute.DECRYPT),
+            _false(Attribute.UNWRAP),
+            _false(Attribute.DERIVE),
+        ]
         if spec.algorithm is KeyAlgorithm.RSA:
-            public, private = self.session.generate_keypair(KeyType.RSA, spec.size, **common)
+            public += [
+                (Attribute.MODULUS_BITS, encode_ulong(spec.size)),
+                (Attribute.PUBLIC_EXPONENT, b"\x01\x00\x01"),
+            ]
         else:
-            params = self.session.create_domain_parameters(
-                _KEY_TYPES[spec.algorithm], {Attribute.EC_PARAMS: spec.ec_params}, local=True
-            )
-            mechanism = (
-                pkcs11.Mechanism.EC_EDWARDS_KEY_PAIR_GEN
-                if spec.algorithm is KeyAlgorithm.ED25519
-                else pkcs11.Mechanism.EC_KEY_PAIR_GEN
-            )
-            public, private = params.generate_keypair(mechanism=mechanism, **common)
-        # One C_GetAttributeValue pair for what is needed. The curve is the one just asked
-        # for: reading CKA_EC_PARAMS back could only repeat it.
+            public.append((Attribute.EC_PARAMS, spec.ec_params))
+        public_handle, private_handle = self._native.generate_key_pair(
+            self.handle, _GENERATE[spec.algorithm], public, private
+        )
+        # One C_GetAttributeValue for what is needed. The curve is the one just asked for:
+        # reading CKA_EC_PARAMS back could only repeat it.
         if spec.algorithm is KeyAlgorithm.RSA:
-            values = public.get_attributes([Attribute.MODULUS, Attribute.PUBLIC_EXPONENT])
-            public_key: PublicKey = rsa_public_key(
-                values[Attribute.MODULUS], values[Attribute.PUBLIC_EXPONENT]
+            modulus, exponent = self._native.attributes(
+                self.handle,
+                public_handle,
+                [(Attribute.MODULUS, spec.size // 8), (Attribute.PUBLIC_EXPONENT, 16)],
             )
+            public_key: PublicKey = rsa_public_key(modulus, exponent)
         else:
-            point = public.get_attributes([Attribute.EC_POINT])[Attribute.EC_POINT]
+            coordinate = (spec.size + 7) // 8 if spec.size else 32
+            (point,) = self._native.attributes(
+                self.handle, public_handle, [(Attribute.EC_POINT, 2 * coordinate + 8)]
+            )
             public_key = ec_public_key(spec.ec_params, point)
-        self._private_keys[(id, label)] = private
+        self._private_keys[(id, label)] = private_handle
         return KeyRef(id=id, label=label, spec=spec, public_key=public_key)
 
     def delete_key(self, *, id: bytes | None = None, label: str | None = None) -> int:
@@ -234,7 +258,7 @@ class TokenSession:
 
     def private_key_attributes(self, key: KeyRef) -> dict[str, bool]:
         """The protection flags of a key, as the tests and `hsm check` report them."""
-        private = self._cached_private_key(key)
+        private = self._one_private_key(key.id, key.label)
         return {
             name: bool(private[attr])
             for name, attr in (
@@ -249,22 +273,21 @@ class TokenSession:
             )
         }
 
-    def _cached_private_key(self, key: KeyRef) -> pkcs11.PrivateKey:
-        private = self._private_keys.get((key.id, key.label))
-        if private is None:
-            private = self._one_private_key(key.id, key.label)
-            self._private_keys[(key.id, key.label)] = private
-        return private
-
     # -- signing ----------------------------------------------------------------------------
 
     def sign(self, key: KeyRef, request: SignRequest) -> bytes:
-        private = self._cached_private_key(key)
-        assert isinstance(private, pkcs11.SignMixin)
-        signature: bytes = private.sign(
-            request.payload, mechanism=request.mechanism, mechanism_param=request.parameter
+        handle = self._private_keys.get((key.id, key.label))
+        if handle is None:
+            handle = _handle(self._one_private_key(key.id, key.label))
+            self._private_keys[(key.id, key.label)] = handle
+        return self._native.sign(
+            self.handle,
+            handle,
+            mechanism=request.mechanism,
+            pss=request.parameter,
+            payload=request.payload,
+            expected_length=key.spec.signature_size,
         )
-        return signature
 
     # -- certificate objects ---------------------------------------------------------------
 

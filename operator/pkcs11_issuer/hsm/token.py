@@ -24,6 +24,7 @@ from pkcs11_issuer.hsm.errors import (
     TokenNotFoundError,
     is_dead_module,
     is_dead_session,
+    pkcs11_error,
     translate,
 )
 from pkcs11_issuer.hsm.keys import KeySpec
@@ -42,23 +43,6 @@ _log = logging.getLogger(__name__)
 CallKind = Literal["sign", "generate", "find", "list", "delete", "attributes", "store", "read"]
 
 CKR_USER_ALREADY_LOGGED_IN = 0x100
-# C_Login's return values, as the exceptions python-pkcs11 would raise for them.
-_LOGIN_ERRORS: dict[int, type[pkcs11.PKCS11Error]] = {
-    0x05: p11e.GeneralError,
-    0x06: p11e.FunctionFailed,
-    0x30: p11e.DeviceError,
-    0x31: p11e.DeviceMemory,
-    0x32: p11e.DeviceRemoved,
-    0xA0: p11e.PinIncorrect,
-    0xA1: p11e.PinInvalid,
-    0xA2: p11e.PinLenRange,
-    0xA3: p11e.PinExpired,
-    0xA4: p11e.PinLocked,
-    0xB0: p11e.SessionClosed,
-    0xB3: p11e.SessionHandleInvalid,
-    0xE0: p11e.TokenNotPresent,
-    0x102: p11e.UserPinNotInitialized,
-}
 
 
 class _TokenVanishedError(HsmUnavailableError):
@@ -273,8 +257,7 @@ class Token:
                 self._logged_in_generation = session.generation
                 self._last_login_failure = None
                 return
-            raw_class = _LOGIN_ERRORS.get(rv)
-            raw = raw_class() if raw_class else pkcs11.PKCS11Error(f"Unmapped error code {rv:#x}")
+            raw = pkcs11_error(rv)
             error = translate(raw, f"logging in to token {self.info.label!r}")
             if not isinstance(error, AuthenticationError):
                 raise raw  # a dead session or device: `call` recovers from those
@@ -286,7 +269,7 @@ class Token:
         with self.module.lock:
             # Always read-write (AWS CloudHSM refuses key generation otherwise) and never with
             # python-pkcs11's own login: its sessions log the whole token out when they close.
-            session = TokenSession(token.open(rw=True), generation)
+            session = TokenSession(token.open(rw=True), generation, self.module.native)
         try:
             self._login(session)
         except BaseException:
