@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Copy the CustomResourceDefinitions from crds/ (the one source of truth) into the Helm chart,
 # byte for byte. The chart renders them from charts/pkcs11-issuer/files/crds/ as templates, so
-# `helm upgrade` upgrades them too. tests/unit/test_chart_crds.py fails when the copies drift.
+# `helm upgrade` upgrades them too. tests/unit/test_chart_files.py fails when the copies drift.
 #
 #   scripts/sync-chart-crds.sh            copy (what `make chart-crds` runs)
 #   scripts/sync-chart-crds.sh --check    exit 1 and name the files that differ

@@ -68,6 +68,11 @@ def crds(control_plane: ControlPlane) -> ControlPlane:
         pytest.param("Issuer", {"selfSigned": {}}, id="self-signed-issuer"),
         pytest.param(
             "Issuer",
+            {"ca": {"pkcs11": "pkcs11:token=issuer;object=spin-value=1;id=%01"}},
+            id="pin-value-only-inside-a-value",
+        ),
+        pytest.param(
+            "Issuer",
             {
                 "ca": {
                     "pkcs11": "pkcs11:token=issuer;object=ca-key;type=private",
@@ -183,6 +188,18 @@ def test_valid_resources_are_accepted(
             {"ca": {"pkcs11": "pkcs11:object=ca?module-name=softhsm2&pin-value=1234"}},
             PIN_IN_CR,
             id="pin-value-in-ca",
+        ),
+        pytest.param(
+            "ClusterIssuer",
+            {"ca": {"pkcs11": "pkcs11:token=issuer;pin-value=1234;object=ca"}},
+            PIN_IN_CR,
+            id="pin-value-in-the-path",
+        ),
+        pytest.param(
+            "Certificate",
+            {**NAMED, "privateKey": {"pkcs11": "pkcs11:pin-source=file:/run/pin"}},
+            "pin-source is not allowed here",
+            id="pin-source-first-in-the-path",
         ),
         pytest.param(
             "Issuer",

@@ -5,21 +5,17 @@ works in its own namespace."""
 
 from __future__ import annotations
 
-import base64
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pkcs11_issuer.dev.controlplane import find_repo_root
 from pkcs11_issuer.uri import parse
+from support import e2e_checks
 from support.operator_fixtures import MAIN_LABEL, Harness, condition, secret_text
-from support.tools import need_executable
 
 EXAMPLES = find_repo_root() / "examples"
 
@@ -63,19 +59,7 @@ def chain_of(secret: dict[str, Any]) -> list[x509.Certificate]:
 
 
 def openssl_verify(secret: dict[str, Any], tmp_path: Path) -> None:
-    openssl = need_executable("openssl")
-    ca = tmp_path / "ca.pem"
-    ca.write_text(secret_text(secret, "ca.crt"))
-    chain = chain_of(secret)
-    leaf = tmp_path / "leaf.pem"
-    leaf.write_bytes(chain[0].public_bytes(Encoding.PEM))
-    untrusted = tmp_path / "untrusted.pem"
-    untrusted.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in chain[1:]))
-    args = [openssl, "verify", "-CAfile", str(ca)]
-    if chain[1:]:
-        args += ["-untrusted", str(untrusted)]
-    result = subprocess.run([*args, str(leaf)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    e2e_checks.openssl_verify(chain_of(secret), secret_text(secret, "ca.crt").encode(), tmp_path)
 
 
 def hsm_key_of(operator: Harness, secret: dict[str, Any]) -> Any:
@@ -139,16 +123,6 @@ def test_quickstart_issues_a_verified_chain_with_keys_locked_in_the_hsm(
     assert 'pkcs11_issuer_hsm_signing_duration_seconds_count{token="main"}' in metrics
 
 
-def loads_as_private_key(value: bytes) -> bool:
-    for loader in (serialization.load_pem_private_key, serialization.load_der_private_key):
-        try:
-            loader(value, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            continue
-        return True
-    return False
-
-
 def key_id_hex(secret: dict[str, Any]) -> str:
     uri = parse(secret_text(secret, "tls.pkcs11-uri"))
     assert uri.id is not None
@@ -164,15 +138,10 @@ def test_no_secret_in_the_cluster_holds_private_key_material(
     assert status == 200
     ours = 0
     for secret in listing["items"]:
-        for field, encoded in (secret.get("data") or {}).items():
-            value = base64.b64decode(encoded)
-            where = (secret["metadata"]["namespace"], secret["metadata"]["name"], field)
-            assert b"PRIVATE KEY" not in value, where
-            assert not loads_as_private_key(value), where
-            assert field != "tls.key", where
+        e2e_checks.assert_no_key_material(secret)
         if secret.get("type") == "pkcs11-issuer.io/key-reference":
             ours += 1
-            assert b"pin" not in base64.b64decode(secret["data"]["tls.pkcs11-uri"]).lower()
+            assert "pin" not in secret_text(secret, "tls.pkcs11-uri").lower()
     assert ours >= 2
 
 

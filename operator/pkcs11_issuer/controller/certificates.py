@@ -621,47 +621,65 @@ class CertificateReconciler:
 
         Only ids derived from the Certificate's own uid are destroyed, never an id read from
         its Secret: whoever can edit that Secret must not be able to aim the operator at
-        another key."""
+        another key. The Secret may only say which granted token to look on."""
         metadata = body["metadata"]
         revision = int((body.get("status") or {}).get("revision") or 0)
         spec = body.get("spec") or {}
         secret = await self._services.read_secret(metadata["namespace"], spec.get("secretName", ""))
+        recorded_token = None
         if secret is not None and is_owned(secret, body):
             with contextlib.suppress(Unreadable):
+                recorded = read_issued(secret)
+                recorded_token = recorded.key.token
                 # At most one revision ahead of the status: a pass interrupted before it.
-                revision = min(max(revision, read_issued(secret).revision), revision + 1)
-        token_name = await self._generation_token(body)
-        if token_name is None:
-            return 0
-        token = await self._services.tokens.token(token_name)
-        generations = {0, *range(max(revision - 1, 1), revision + 2)}
+                revision = min(max(revision, recorded.revision), revision + 1)
+        generations = sorted({0, *range(max(revision - 1, 1), revision + 2)})
         destroyed = 0
-        for generation in sorted(generations):
-            key_id = generated_key_id(metadata["uid"], generation)
-            if await self._services.blocking(partial(token.delete_key, id=key_id)):
-                destroyed += 1
+        unreachable: Exception | None = None
+        for token_name in await self._generation_tokens(body, recorded_token):
+            try:
+                token = await self._services.tokens.token(token_name)
+                for generation in generations:
+                    key_id = generated_key_id(metadata["uid"], generation)
+                    if await self._services.blocking(partial(token.delete_key, id=key_id)):
+                        destroyed += 1
+            except Exception as error:
+                # The other tokens are still searched; the deletion waits for this one.
+                unreachable = unreachable or error
+        if unreachable is not None:
+            raise unreachable
         return destroyed
 
-    async def _generation_token(self, body: Mapping[str, Any]) -> str | None:
-        """The token this Certificate generates keys on, when that can still be told."""
+    async def _generation_tokens(
+        self, body: Mapping[str, Any], recorded_token: str | None
+    ) -> list[str]:
+        """The tokens this Certificate may have generated keys on.
+
+        When neither its spec nor its issuer tells any more (issuer deleted or not Ready),
+        the token its Secret records is used if the namespace is granted it, else every
+        granted token is searched: leaving a key behind is the worse outcome."""
+        namespace = body["metadata"]["namespace"]
+        granted = policy.granted_tokens(self._services.config, namespace)
         try:
             spec = parse_certificate_spec(body.get("spec") or {})
         except SpecError:
-            return None
-        namespace = body["metadata"]["namespace"]
-        if spec.private_key.pkcs11 is None:
+            spec = None
+        if spec is not None and spec.private_key.pkcs11 is not None:
+            location = policy.locate(
+                self._services.config,
+                spec.private_key.pkcs11,
+                namespace=namespace,
+                infos=await self._services.tokens.infos(),
+            )
+            # An adopted key is never destroyed.
+            return [] if location.names_key else [location.token]
+        if spec is not None:
             state = await self._issuer_state(spec.issuer_ref.key(namespace))
-            granted = policy.granted_tokens(self._services.config, namespace)
             if state is not None and state.token in granted:
-                return state.token
-            return granted[0] if len(granted) == 1 else None
-        location = policy.locate(
-            self._services.config,
-            spec.private_key.pkcs11,
-            namespace=namespace,
-            infos=await self._services.tokens.infos(),
-        )
-        return None if location.names_key else location.token
+                return [state.token]
+        if recorded_token in granted:
+            return [recorded_token]
+        return granted
 
     async def _cleanup_failed(self, body: Mapping[str, Any], problem: Problem) -> float | None:
         metadata = body["metadata"]
