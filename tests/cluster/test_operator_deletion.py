@@ -5,6 +5,8 @@ The operator here has `keyCleanupTimeout: 30s` (support/operator_fixtures.py).""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from test_operator_issuance import SELF_SIGNED, certificate, issued
@@ -76,37 +78,44 @@ def test_a_certificate_outliving_its_issuer_still_destroys_its_key(
     assert operator.keys(f"{namespace}/orphan/") == []
 
 
-def test_an_unreachable_hsm_holds_deletion_until_the_cleanup_timeout(
-    operator: Harness, namespace: str
-) -> None:
+@contextmanager
+def deleted_while_unreachable(
+    operator: Harness, namespace: str, name: str
+) -> Iterator[dict[str, Any]]:
+    """A Certificate with its key on the sidecar token, deleted while the sidecar is down;
+    yields its DeletionPending condition, with the sidecar still down."""
     operator.apply(
-        [SELF_SIGNED, certificate("stranded", "selfsigned", privateKey=SIDECAR_KEY)], namespace
+        [SELF_SIGNED, certificate(name, "selfsigned", privateKey=SIDECAR_KEY)], namespace
     )
-    issued(operator, namespace, "stranded")
+    issued(operator, namespace, name)
     operator.sidecar.stop()
     try:
-        delete(operator, namespace, "stranded", wait=False)
-        message = pending(operator, namespace, "stranded")["message"]
-        assert "HsmUnavailable" in message and "skip-key-cleanup" in message
-        gone(operator, namespace, "stranded", timeout=90)
+        delete(operator, namespace, name, wait=False)
+        yield pending(operator, namespace, name)
     finally:
         operator.sidecar.start()
-    assert "KeyNotDestroyed" in reasons(operator, namespace, "stranded")
-    # Given up on, not destroyed: the key is still there for the admin to find.
-    keys = operator.keys(f"{namespace}/stranded/", label=SIDECAR_LABEL)
+
+
+def assert_key_left_then_remove(operator: Harness, namespace: str, name: str) -> None:
+    """Given up on, not destroyed: the key is still there for the admin to find."""
+    keys = operator.keys(f"{namespace}/{name}/", label=SIDECAR_LABEL)
     assert len(keys) == 1
     operator.token(SIDECAR_LABEL).delete_key(id=keys[0].id)
 
 
+def test_an_unreachable_hsm_holds_deletion_until_the_cleanup_timeout(
+    operator: Harness, namespace: str
+) -> None:
+    with deleted_while_unreachable(operator, namespace, "stranded") as waiting:
+        assert "HsmUnavailable" in waiting["message"]
+        assert "skip-key-cleanup" in waiting["message"]
+        gone(operator, namespace, "stranded", timeout=90)
+    assert "KeyNotDestroyed" in reasons(operator, namespace, "stranded")
+    assert_key_left_then_remove(operator, namespace, "stranded")
+
+
 def test_the_skip_annotation_releases_a_pending_deletion(operator: Harness, namespace: str) -> None:
-    operator.apply(
-        [SELF_SIGNED, certificate("skipped", "selfsigned", privateKey=SIDECAR_KEY)], namespace
-    )
-    issued(operator, namespace, "skipped")
-    operator.sidecar.stop()
-    try:
-        delete(operator, namespace, "skipped", wait=False)
-        pending(operator, namespace, "skipped")
+    with deleted_while_unreachable(operator, namespace, "skipped"):
         operator.plane.kubectl(
             "annotate",
             "certificate.pkcs11-issuer.io",
@@ -115,10 +124,6 @@ def test_the_skip_annotation_releases_a_pending_deletion(operator: Harness, name
             "pkcs11-issuer.io/skip-key-cleanup=true",
         )
         gone(operator, namespace, "skipped", timeout=60)
-    finally:
-        operator.sidecar.start()
     # Released by the annotation, not by the timeout (which says so with this Event).
     assert "KeyNotDestroyed" not in reasons(operator, namespace, "skipped")
-    keys = operator.keys(f"{namespace}/skipped/", label=SIDECAR_LABEL)
-    assert len(keys) == 1
-    operator.token(SIDECAR_LABEL).delete_key(id=keys[0].id)
+    assert_key_left_then_remove(operator, namespace, "skipped")
