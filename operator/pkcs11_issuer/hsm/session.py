@@ -229,13 +229,14 @@ class TokenSession:
             modulus, exponent = self._native.attributes(
                 self.handle,
                 public_handle,
-                [(Attribute.MODULUS, spec.size // 8), (Attribute.PUBLIC_EXPONENT, 16)],
+                [(Attribute.MODULUS, spec.signature_size), (Attribute.PUBLIC_EXPONENT, 16)],
             )
             public_key: PublicKey = rsa_public_key(modulus, exponent)
         else:
-            coordinate = (spec.size + 7) // 8 if spec.size else 32
+            # A point fits in a signature's length plus its DER wrapping; a module that
+            # encodes it longer is read again the two-call way.
             (point,) = self._native.attributes(
-                self.handle, public_handle, [(Attribute.EC_POINT, 2 * coordinate + 8)]
+                self.handle, public_handle, [(Attribute.EC_POINT, spec.signature_size + 8)]
             )
             public_key = ec_public_key(spec.ec_params, point)
         self._private_keys[(id, label)] = private_handle
