@@ -190,6 +190,47 @@ def test_concurrent_generation_and_signing_is_safe(token: Token) -> None:
     assert token.sessions_open <= 8
 
 
+def test_searches_during_generation_never_break_it_or_leave_half_made_keys(token: Token) -> None:
+    """SoftHSM re-reads an object that a C_FindObjects walk meets while another thread is
+    still creating it; unguarded, some generations fail (CKR_TEMPLATE_INCONSISTENT or
+    CKR_GENERAL_ERROR) and half-made objects stay on the token."""
+    prefix = f"searched-{token.module.name}-".encode()
+    anchor = token.generate_key(P256, id=prefix + b"anchor", label=(prefix + b"anchor").decode())
+    generated: list[bytes] = []
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def generate() -> None:
+        try:
+            for n in range(60):
+                key_id = prefix + str(n).encode()
+                token.generate_key(P256, id=key_id, label=key_id.decode(), check_unique=False)
+                generated.append(key_id)
+        except BaseException as error:  # collected and re-raised by the test thread
+            failures.append(error)
+        finally:
+            done.set()
+
+    def search() -> None:
+        try:
+            while not done.is_set():
+                assert token.find_key(label=anchor.label) == anchor
+        except BaseException as error:
+            failures.append(error)
+
+    workers = [threading.Thread(target=generate)]
+    workers += [threading.Thread(target=search) for _ in range(2)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert failures == []
+    mine = {key.id for key in token.list_keys() if key.id.startswith(prefix)}
+    assert mine == {anchor.id, *generated}
+    for key_id in mine:
+        assert token.delete_key(id=key_id) == 2
+
+
 def test_observer_hears_each_call_with_its_kind_duration_and_error(
     token: Token, observed: tuple[Token, Recorder], key_name: tuple[bytes, str]
 ) -> None:

@@ -720,15 +720,20 @@ class CertificateReconciler:
         finalizers = list(body["metadata"].get("finalizers") or [])
         index = finalizers.index(FINALIZER)
         try:
-            await self._services.kube.patch(
-                self._path(body),
-                [
-                    {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
-                    {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-                ],
-                kind="json",
+            # Remembered so that a pass queued before the DELETED event arrives (the Secret's
+            # garbage collection queues one) sees the finalizer already gone.
+            self._remember(
+                await self._services.kube.patch(
+                    self._path(body),
+                    [
+                        {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
+                        {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+                    ],
+                    kind="json",
+                )
             )
         except ApiError as error:
-            # 409/422: the list moved under us; the next pass sees the current one.
-            if error.status not in (409, 422):
+            # 409/422: the list moved under us; the next pass sees the current one. 404: an
+            # earlier pass (or a person) already released it and the Certificate is gone.
+            if error.status not in (404, 409, 422):
                 raise

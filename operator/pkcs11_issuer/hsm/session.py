@@ -30,6 +30,7 @@ from pkcs11_issuer.hsm.keys import (
 )
 from pkcs11_issuer.hsm.module import NativeCalls, encode_bool, encode_ulong
 from pkcs11_issuer.hsm.signing import SignRequest
+from pkcs11_issuer.hsm.store_lock import ObjectStoreLock
 
 _GENERATE = {
     KeyAlgorithm.RSA: pkcs11.Mechanism.RSA_PKCS_KEY_PAIR_GEN,
@@ -94,10 +95,17 @@ def _describe(id: bytes | None, label: str | None) -> str:
 
 
 class TokenSession:
-    def __init__(self, session: pkcs11.Session, generation: int, native: NativeCalls) -> None:
+    def __init__(
+        self,
+        session: pkcs11.Session,
+        generation: int,
+        native: NativeCalls,
+        store_lock: ObjectStoreLock,
+    ) -> None:
         self.session = session
         self.generation = generation
         self._native = native
+        self._store_lock = store_lock
         # Private-key object handles by (id, label): valid as long as this session is.
         self._private_keys: dict[tuple[bytes, str], int] = {}
 
@@ -116,7 +124,8 @@ class TokenSession:
     # -- keys -------------------------------------------------------------------------------
 
     def _objects(self, attrs: dict[Attribute, Any]) -> list[pkcs11.Object]:
-        return list(self.session.get_objects(attrs))
+        with self._store_lock.searching():
+            return list(self.session.get_objects(attrs))
 
     def _one_private_key(self, id: bytes | None, label: str | None) -> pkcs11.PrivateKey:
         found = self._objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, **_selector(id, label)})

@@ -32,6 +32,7 @@ from pkcs11_issuer.hsm.module import Module
 from pkcs11_issuer.hsm.pin import Pin
 from pkcs11_issuer.hsm.session import CertificateObject, KeyRef, TokenSession
 from pkcs11_issuer.hsm.signing import Padding
+from pkcs11_issuer.hsm.store_lock import ObjectStoreLock
 from pkcs11_issuer.uri import Pkcs11Uri
 
 T = TypeVar("T")
@@ -190,11 +191,10 @@ class Token:
         self._logged_in_generation = -1
         self._login_lock = threading.Lock()
         self._last_login_failure: tuple[float, AuthenticationError] | None = None
-        # Object writes (generate, create, destroy) go one at a time per token: SoftHSM 2.6
-        # fails concurrent object creation even with OS locking (SoftHSMv2 issues 573, 688),
-        # and it makes "is this id or label taken?" and "create it" one atomic step.
-        # Signing, the hot path, stays concurrent.
-        self._write_lock = threading.Lock()
+        # Object writes (generate, create, destroy) go one at a time and never during a
+        # search (store_lock.py says why SoftHSM needs that); it also makes "is this id or
+        # label taken?" and "create it" one atomic step.
+        self._store_lock = ObjectStoreLock()
         self._observer = observer
         self._observer_failed = False
         try:
@@ -269,7 +269,9 @@ class Token:
         with self.module.lock:
             # Always read-write (AWS CloudHSM refuses key generation otherwise) and never with
             # python-pkcs11's own login: its sessions log the whole token out when they close.
-            session = TokenSession(token.open(rw=True), generation, self.module.native)
+            session = TokenSession(
+                token.open(rw=True), generation, self.module.native, self._store_lock
+            )
         try:
             self._login(session)
         except BaseException:
@@ -403,8 +405,13 @@ class Token:
         raise translate(last, action) from last
 
     def _write(self, kind: CallKind, action: str, operation: Callable[[TokenSession], T]) -> T:
-        with self._write_lock:
-            return self.call(kind, action, operation)
+        def exclusively(session: TokenSession) -> T:
+            # Taken with a session in hand: a writer that waited for a session while holding
+            # the lock would wait on searches that wait on it.
+            with self._store_lock.writing():
+                return operation(session)
+
+        return self.call(kind, action, exclusively)
 
     def _reset_after_module_failure(self, generation: int) -> None:
         # Still down: the next attempt fails and reports it.
